@@ -1,0 +1,2 @@
+// Package engine implements memcached semantics over a bounded RAM tier.
+package engine

@@ -1,0 +1,2 @@
+// Package protocol serves the memcached protocols over TCP.
+package protocol
