@@ -80,6 +80,18 @@ type StoreArgs struct {
 	// created (with VivifyExptime) instead of answering NotStored.
 	Vivify        bool
 	VivifyExptime int64
+
+	// Meta marks a meta-protocol store (ms): when the item is too large, the
+	// existing item is removed whatever the mode (text commands remove it
+	// only for set), as memcached 1.6.18 does.
+	Meta bool
+
+	// KeyBinary (meta "ms ... b"): the key arrived base64-encoded. The item
+	// remembers it (memcached ITEM_KEY_BINARY) and reports it in
+	// ItemInfo.KeyBinary, so mg k and me echo the key encoded even when it
+	// is later fetched by a plain key. As in memcached, set, add, replace
+	// and cas keep the mark; append and prepend build a new item without it.
+	KeyBinary bool
 }
 
 // GetArgs are the arguments of (*Engine).Get. The zero value is a plain get.
@@ -94,15 +106,25 @@ type GetArgs struct {
 	// (meta "mg u").
 	NoBump bool
 
-	// Vivify (meta "mg N<ttl>"): on a miss, create an empty item with
-	// VivifyExptime and hand this caller the win token (ItemInfo.Win).
+	// Vivify (meta "mg N<ttl>"): on a miss, create an empty item and hand
+	// this caller the win token (ItemInfo.Win, ItemInfo.Created). The item
+	// expires per VivifyExptime, or per Exptime when Touch is also set and
+	// VivifyAfterTouch is not.
 	Vivify        bool
 	VivifyExptime int64
 
 	// Recache (meta "mg R<ttl>"): on a hit whose remaining TTL is below
-	// RecacheTTL seconds, hand out the win token once.
+	// RecacheTTL seconds, hand out the win token once. The TTL compared is
+	// the one before this call's touch unless RecacheAfterTouch.
 	Recache    bool
 	RecacheTTL int64
+
+	// memcached's mg applies T, N and R in request order, in one pass over
+	// the flags. VivifyAfterTouch: N came after T, so a created item ends
+	// with VivifyExptime. RecacheAfterTouch: R came after T, so it compares
+	// the touched exptime.
+	VivifyAfterTouch  bool
+	RecacheAfterTouch bool
 
 	// Meta marks a meta-protocol fetch: it counts in stats the way memcached
 	// counts mg, and reports stale/win state.
@@ -113,14 +135,33 @@ type GetArgs struct {
 type ItemInfo struct {
 	Flags      uint32
 	CAS        uint64
-	Exptime    int64 // absolute unix seconds; 0 = never expires
+	Exptime    int64 // absolute unix seconds after this call; 0 = never expires
 	LastAccess int64 // unix seconds of the access before this one
 	Size       int   // value length in bytes
 
 	Fetched bool // the item had been fetched before this access (meta h)
 	Stale   bool // the item is marked stale (meta X)
 	Win     bool // this caller won the recache token (meta W)
-	WinSent bool // the token was already handed to someone else (meta Z)
+	// WinSent: the token had been handed to someone else before this call
+	// (meta Z). Never set together with Created.
+	WinSent bool
+	// Created: the item did not exist and this call created it (Get and
+	// Arith with Vivify). A quiet ma still answers for a created counter.
+	Created bool
+	// KeyBinary: the item was stored with a base64 key (StoreArgs.KeyBinary).
+	KeyBinary bool
+
+	// TTL is the remaining time to live in seconds after this call's touch
+	// or vivify, as memcached computes it for meta t; -1 = never expires.
+	TTL int64
+	// PrevExptime and PrevTTL are Exptime and TTL before this call changed
+	// them (equal to them when it did not; 0 and -1 for a created item,
+	// which memcached creates without expiry). mg and ma print t at its
+	// place in the flag list, before or after T and N take effect.
+	PrevExptime int64
+	PrevTTL     int64
+	// Idle is the seconds since the access before this one (meta l).
+	Idle int64
 }
 
 // ArithArgs are the arguments of (*Engine).Arith.
@@ -131,13 +172,17 @@ type ArithArgs struct {
 	CAS        uint64 // compare value when CompareCAS (meta "ma C")
 	CompareCAS bool
 
-	// Vivify (meta "ma N<ttl>"): a missing item is created holding Initial,
-	// with VivifyExptime.
-	Vivify        bool
-	Initial       uint64
-	VivifyExptime int64
+	// Vivify (meta "ma N<ttl>"): a missing item is created holding Initial
+	// (ItemInfo.Created), with VivifyExptime, or with Exptime when Touch is
+	// also set and VivifyAfterTouch is not (memcached applies ma's T and N
+	// in request order).
+	Vivify           bool
+	Initial          uint64
+	VivifyExptime    int64
+	VivifyAfterTouch bool
 
-	// Touch updates the expiry on a hit (meta "ma T").
+	// Touch updates the expiry (meta "ma T"); ItemInfo.PrevTTL keeps the
+	// TTL from before.
 	Touch   bool
 	Exptime int64
 }

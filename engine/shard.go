@@ -1,0 +1,381 @@
+package engine
+
+import (
+	"hash/maphash"
+	"math/bits"
+	"sync"
+)
+
+// shard is one lock's worth of the RAM tier: an index from key hash to
+// record position, the two S3-FIFO rings and the ghost table.
+type shard struct {
+	mu struct {
+		sync.Mutex
+		index index     // key hash -> ref of the live record; guarded by mu
+		small ring      // S3-FIFO small queue, ~10% of the bytes; guarded by mu
+		main  ring      // S3-FIFO main queue; guarded by mu
+		free  []int32   // ids of the shard's chunks held by neither ring; guarded by mu
+		ghost []uint32  // fingerprints of hashes evicted from small; guarded by mu
+		items uint64    // live records; guarded by mu
+		bytes uint64    // sum of live record sizes; guarded by mu
+		crawl [2]uint64 // crawler cursors (small, main); guarded by mu
+		c     counters  // guarded by mu
+		// lastEvictedTime is the idle seconds of the last evicted item
+		// (memcached evicted_time); guarded by mu.
+		lastEvictedTime int64
+	}
+	cs          uint64   // chunk size
+	posBits     uint     // a ref holds the record position mod 2^posBits ...
+	refMain     uint64   // ... and this bit for the main ring (1 << posBits)
+	budget      uint64   // bytes of the shard's chunks
+	smallTarget uint64   // small queue size above which eviction takes from small
+	_           [64]byte // keep neighbouring shards' locks off one cache line
+}
+
+// counters are the per-shard statistics, summed by (*Engine).Stats.
+type counters struct {
+	cmdGet, getHits, getMisses, getExpired, getFlushed uint64
+	cmdSet                                             uint64
+	cmdTouch, touchHits, touchMisses                   uint64
+	deleteHits, deleteMisses                           uint64
+	incrHits, incrMisses, decrHits, decrMisses         uint64
+	casHits, casMisses, casBadval                      uint64
+	totalItems                                         uint64
+	evictions, evictedNonzero, evictedUnfetched        uint64
+	evictedActive                                      uint64
+	reclaimed, expiredUnfetched                        uint64
+	crawlerReclaimed, crawlerChecked                   uint64
+	outOfMemory, tooLarge                              uint64
+	movesToMain, movesWithinMain, ghostHits            uint64
+}
+
+// init gives the shard the chunks [first, first+n) of mem, each cs bytes,
+// and maps its index.
+func (s *shard) init(mem []byte, cs uint64, first, n int) error {
+	s.cs = cs
+	s.budget = uint64(n) * cs
+	// A ring's live window [head, tail) never exceeds the shard's bytes, so
+	// a position is known from its low posBits bits and the ring's tail.
+	s.posBits = uint(bits.Len64(s.budget))
+	s.refMain = 1 << s.posBits
+	x, err := newIndex(s.posBits + 1)
+	if err != nil {
+		return err
+	}
+	s.mu.index = x
+	s.smallTarget = s.budget / 10
+	for _, r := range []*ring{&s.mu.small, &s.mu.main} {
+		*r = ring{mem: mem, cs: cs, ids: make([]int32, n)}
+	}
+	s.mu.free = make([]int32, n)
+	for i := range n {
+		s.mu.free[i] = int32(first + n - 1 - i) // lowest id on top: RSS grows in order
+	}
+	g := uint64(64)
+	for g < s.budget/ghostBytesPerEntry {
+		g <<= 1
+	}
+	s.mu.ghost = make([]uint32, g)
+	return nil
+}
+
+// grow gives r k chunks from the free list (the caller checked there are).
+func (s *shard) grow(r *ring, k int) {
+	for range k {
+		top := len(s.mu.free) - 1
+		r.ids[(r.first+r.n)%len(r.ids)] = s.mu.free[top]
+		s.mu.free = s.mu.free[:top]
+		r.n++
+	}
+}
+
+// advance moves r's head past a record of sz bytes and returns the chunks
+// the head has left behind to the free list. An empty ring gives back all
+// its chunks and restarts at the next chunk boundary.
+func (s *shard) advance(r *ring, sz uint64) {
+	r.head += sz
+	for r.n > 0 && r.head >= r.base+r.cs {
+		s.mu.free = append(s.mu.free, r.ids[r.first])
+		r.first = (r.first + 1) % len(r.ids)
+		r.n--
+		r.base += r.cs
+	}
+	if r.head == r.tail && r.n > 0 {
+		for ; r.n > 0; r.n-- {
+			s.mu.free = append(s.mu.free, r.ids[r.first])
+			r.first = (r.first + 1) % len(r.ids)
+		}
+		next := (r.tail + r.cs - 1) / r.cs * r.cs
+		r.base, r.head, r.tail = next, next, next
+	}
+}
+
+// A ref is what the index keeps of a record's place: its logical position
+// modulo 2^posBits, with refMain set for the main ring. ringOf recovers the
+// full position from the ring's tail: the record lies in the last
+// 2^posBits bytes before it.
+func (s *shard) ringOf(ref uint64) (*ring, uint64) {
+	r := &s.mu.small
+	if ref&s.refMain != 0 {
+		r = &s.mu.main
+	}
+	mask := s.refMain - 1
+	last := r.tail - 1
+	return r, last - (last-ref)&mask
+}
+
+func (s *shard) refOf(r *ring, pos uint64) uint64 {
+	ref := pos & (s.refMain - 1)
+	if r == &s.mu.main {
+		ref |= s.refMain
+	}
+	return ref
+}
+
+// ghostFP is the fingerprint kept in the ghost table (never 0).
+func ghostFP(h uint64) uint32 { return uint32(h>>16) | 1 }
+
+func (s *shard) ghostAdd(h uint64) {
+	s.mu.ghost[h&uint64(len(s.mu.ghost)-1)] = ghostFP(h)
+}
+
+// ghostTake reports whether h was recently evicted from small, and forgets it.
+func (s *shard) ghostTake(h uint64) bool {
+	i := h & uint64(len(s.mu.ghost)-1)
+	if s.mu.ghost[i] == ghostFP(h) {
+		s.mu.ghost[i] = 0
+		return true
+	}
+	return false
+}
+
+// item is a located live record.
+type item struct {
+	h    uint64
+	slot int // its index slot; valid until the index next changes
+	r    *ring
+	pos  uint64
+	hdr  header
+}
+
+func (it *item) keyPos() uint64   { return it.pos + hdrSize }
+func (it *item) valuePos() uint64 { return it.pos + hdrSize + uint64(it.hdr.keyLen) }
+
+// find locates the record of key (hash h) through the index, comparing
+// the stored key of every entry whose tag matches, so that keys with equal
+// hashes are told apart. It applies no expiry rule.
+func (s *shard) find(h uint64, key []byte, it *item) bool {
+	var p probe
+	x := &s.mu.index
+	for slot, ref, ok := x.find(h, &p); ok; slot, ref, ok = x.next(h, &p) {
+		it.r, it.pos = s.ringOf(ref)
+		it.r.readHeader(it.pos, &it.hdr)
+		if int(it.hdr.keyLen) == len(key) && it.r.equal(it.keyPos(), key) {
+			it.h, it.slot = h, slot
+			return true
+		}
+	}
+	return false
+}
+
+// lookup finds the live item for key, as memcached's do_item_get does: an
+// item that is flushed or expired is unlinked and counted (get_flushed,
+// get_expired) and reported missing.
+func (s *shard) lookup(e *Engine, h uint64, key []byte, now int64, it *item) bool {
+	if !s.find(h, key, it) {
+		return false
+	}
+	if e.flushed(&it.hdr, now) {
+		s.unlink(it)
+		s.mu.c.getFlushed++
+		return false
+	}
+	if it.hdr.exptime != 0 && int64(it.hdr.exptime) <= now {
+		s.unlink(it)
+		s.mu.c.getExpired++
+		return false
+	}
+	return true
+}
+
+// unlink removes a live item from the index and marks its record dead; the
+// bytes are reclaimed when the ring's head passes them.
+func (s *shard) unlink(it *item) {
+	s.mu.index.remove(it.slot)
+	it.hdr.bits |= bitDead
+	it.r.setByte(it.pos+hdrBits, it.hdr.bits)
+	s.mu.items--
+	s.mu.bytes -= it.hdr.size()
+}
+
+// indexed reports whether the record at pos of r is the live one of its
+// key (hash h) and if so sets it.slot; a record the index does not point
+// to is dead.
+func (s *shard) indexed(it *item) bool {
+	it.slot = s.mu.index.slotOf(it.h, s.refOf(it.r, it.pos))
+	return it.slot >= 0
+}
+
+// fits reports whether a record of n bytes can be placed at all.
+// A record may straddle one more chunk than its size needs.
+func (s *shard) fits(n uint64) bool { return n+(1+reserveChunks)*s.cs <= s.budget }
+
+// reserveChunks are kept free by makeRoom so that moving a record into main
+// rarely finds no chunk for it.
+const reserveChunks = 2
+
+// insert appends a new record (header hd, key, value v1+v2) and indexes it.
+// Any record of key must have been unlinked. toMain places it in the main
+// ring (an overwrite of an item already there); otherwise it goes to small
+// unless h is in the ghost or the record is larger than small. The caller
+// has checked s.fits. insert reports false, storing nothing, only when the
+// index is full and cannot grow (mmap failed); it cannot fail right after
+// an unlink.
+func (s *shard) insert(e *Engine, h uint64, key []byte, hd *header, v1, v2 []byte, toMain bool, now int64) bool {
+	if !s.mu.index.reserve() {
+		return false
+	}
+	hd.keyLen = uint8(len(key))
+	hd.valueLen = uint32(len(v1) + len(v2))
+	n := hd.size()
+	r := &s.mu.small
+	if toMain || n > s.smallTarget {
+		r = &s.mu.main
+	} else if s.ghostTake(h) {
+		s.mu.c.ghostHits++
+		r = &s.mu.main
+	}
+	s.makeRoom(e, r, n, now)
+	pos := r.tail
+	r.writeHeader(pos, hd)
+	p := pos + hdrSize
+	r.write(p, key)
+	p += uint64(len(key))
+	r.write(p, v1)
+	p += uint64(len(v1))
+	r.write(p, v2)
+	r.tail += n
+	s.mu.index.insert(h, s.refOf(r, pos))
+	s.mu.items++
+	s.mu.bytes += n
+	s.mu.c.totalItems++
+	return true
+}
+
+// makeRoom frees chunks until n more bytes fit at the tail of r, with the
+// S3-FIFO rules (keeping reserveChunks free for moves): eviction takes from the small queue while it holds more
+// than its target share, else from main. Dead records at a head are skipped,
+// expired and flushed ones reclaimed; in small, a record that was hit moves
+// to main and one that was not is evicted (its hash goes to the ghost); in
+// main, a record that was hit is re-appended with its frequency decremented
+// and one that was not is evicted. The bytes moved in one call are bounded;
+// past the budget records are evicted whatever their frequency.
+func (s *shard) makeRoom(e *Engine, r *ring, n uint64, now int64) {
+	budget := max(4*n, 64<<10)
+	for {
+		k := r.chunksNeeded(n)
+		if len(s.mu.free) >= k+reserveChunks {
+			s.grow(r, k)
+			return
+		}
+		s.evictOne(e, &budget, now)
+	}
+}
+
+// evictOne disposes of one head record of the queue S3-FIFO picks.
+func (s *shard) evictOne(e *Engine, budget *uint64, now int64) {
+	small, main := &s.mu.small, &s.mu.main
+	if small.used() > 0 && (small.used() > s.smallTarget || main.used() == 0) {
+		s.evictHead(e, small, budget, now)
+	} else {
+		s.evictHead(e, main, budget, now)
+	}
+}
+
+// hashAt recomputes the key hash of the record at pos.
+func (s *shard) hashAt(e *Engine, r *ring, pos uint64, hd *header) uint64 {
+	var kb [255]byte
+	k := kb[:hd.keyLen]
+	r.read(pos+hdrSize, k)
+	return maphash.Bytes(e.seed, k)
+}
+
+// evictHead disposes of the record at the head of r (see makeRoom).
+func (s *shard) evictHead(e *Engine, r *ring, budget *uint64, now int64) {
+	var it item
+	it.r, it.pos = r, r.head
+	r.readHeader(it.pos, &it.hdr)
+	sz := it.hdr.size()
+	if it.hdr.bits&bitDead != 0 {
+		s.advance(r, sz)
+		return
+	}
+	it.h = s.hashAt(e, r, it.pos, &it.hdr)
+	if !s.indexed(&it) {
+		s.advance(r, sz) // not indexed: dead
+		return
+	}
+	if e.flushed(&it.hdr, now) || (it.hdr.exptime != 0 && int64(it.hdr.exptime) <= now) {
+		s.unlink(&it)
+		s.mu.c.reclaimed++
+		if it.hdr.bits&bitFetched == 0 {
+			s.mu.c.expiredUnfetched++
+		}
+		s.advance(r, sz)
+		return
+	}
+	freq := it.hdr.bits & bitFreqMask
+	main := &s.mu.main
+	if freq > 0 && *budget >= sz {
+		bits := it.hdr.bits &^ bitFreqMask // small -> main: frequency reset
+		if r == main {
+			bits |= freq - 1 // main -> main tail: frequency decremented
+		}
+		if s.move(&it, bits) {
+			*budget -= sz
+			if r == main {
+				s.mu.c.movesWithinMain++
+			} else {
+				s.mu.c.movesToMain++
+			}
+			return
+		}
+	}
+	s.unlink(&it)
+	s.mu.c.evictions++
+	if it.hdr.exptime != 0 {
+		s.mu.c.evictedNonzero++
+	}
+	if it.hdr.bits&bitFetched == 0 {
+		s.mu.c.evictedUnfetched++
+	}
+	if freq > 0 || it.hdr.bits&bitActive != 0 {
+		s.mu.c.evictedActive++
+	}
+	s.mu.lastEvictedTime = now - int64(it.hdr.time)
+	if r != main {
+		s.ghostAdd(it.h)
+	}
+	s.advance(r, sz)
+}
+
+// move re-appends the head record it of its ring at the tail of main with
+// the given bits, and reports whether it could: records larger than a chunk
+// are never moved, and a move needs its chunks free (makeRoom keeps
+// reserveChunks free for that).
+func (s *shard) move(it *item, bits uint8) bool {
+	main := &s.mu.main
+	sz := it.hdr.size()
+	k := main.chunksNeeded(sz)
+	if sz > s.cs || k > len(s.mu.free) {
+		return false
+	}
+	s.grow(main, k)
+	dst := main.tail
+	copyRecord(main, dst, it.r, it.pos, sz)
+	main.tail += sz
+	main.setByte(dst+hdrBits, bits)
+	s.advance(it.r, sz)
+	s.mu.index.setRef(it.slot, s.refOf(main, dst))
+	return true
+}
