@@ -1,15 +1,70 @@
 package protocol
 
 import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
 	"testing"
+	"time"
 
+	"github.com/tcache/tcache/engine"
 	"github.com/tcache/tcache/internal/clock"
 )
 
+// newTestEngine returns a real engine (64 MiB, crawler off) on clk, closed
+// when the test ends.
+func newTestEngine(t testing.TB, clk clock.Clock) *engine.Engine {
+	t.Helper()
+	eng, err := engine.New(engine.Options{
+		MemoryLimit:     64 << 20,
+		CrawlerInterval: -1,
+		Clock:           clk,
+		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatalf("engine.New: %v", err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	return eng
+}
+
+// startServer starts a tcache server over a real engine on a loopback port
+// and returns it with its address; it is shut down when the test ends.
+func startServer(t testing.TB, clk clock.Clock, opts Options) (*Server, string) {
+	t.Helper()
+	eng := newTestEngine(t, clk)
+	opts.Clock = clk
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv, err := NewServer(opts, eng)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return srv, ln.Addr().String()
+}
+
 // startTcache starts an in-process tcache server (real engine, the given fake
 // clock) on a loopback port and returns its address.
-// PLACEHOLDER: the protocol implementation replaces this body.
 func startTcache(t testing.TB, clk *clock.Fake) string {
-	t.Skip("tcache server not built yet")
-	return ""
+	_, addr := startServer(t, clk, Options{})
+	return addr
 }
