@@ -1,0 +1,461 @@
+package main
+
+// Configuration: the one place where tcache reads flags, the environment and
+// the config file, and turns them into an Options value.
+//
+// Every setting is a key (the name in the config file). Each key has a
+// default, an environment variable TCACHE_<KEY> (upper case, "." and "-"
+// replaced by "_": max_item_size → TCACHE_MAX_ITEM_SIZE, a future nested
+// disk.limit → TCACHE_DISK_LIMIT) and usually a command-line flag named after
+// memcached's. Precedence, highest first:
+//
+//	flag > TCACHE_* environment > config file (--config or TCACHE_CONFIG) > default
+//
+// Values from every source are read as text and parsed by the same function,
+// so "-m abc", TCACHE_MEMORY=abc and "memory: abc" are refused with the same
+// message, naming the key, what it accepts and where the bad value came from.
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// envPrefix is the prefix of every environment variable tcache reads.
+const envPrefix = "TCACHE"
+
+// Bounds of max_item_size, as memcached 1.6 enforces them for -I.
+const (
+	minItemSize = 1 << 10 // memcached: "Item max size cannot be less than 1024 bytes."
+	maxItemSize = 1 << 30 // memcached: "Cannot set item size limit higher than 1024 mb."
+)
+
+// Options is everything `tcache serve` needs, decoded and validated. Each
+// field names its config key; defaults are in defaultOptions.
+type Options struct {
+	// Listen is the list of addresses to accept connections on (key listen,
+	// flag -l). An entry is a host or IP ("127.0.0.1", "::1", "0.0.0.0"),
+	// optionally with its own port ("127.0.0.1:11212", "[::1]:11212").
+	// Default ["127.0.0.1"].
+	Listen []string
+	// Port is the TCP port for Listen entries without their own (key port,
+	// flag -p). Default 11211.
+	Port int
+	// MemoryMB bounds the RAM tier in megabytes (key memory, flag -m).
+	// Default 64.
+	MemoryMB int64
+	// MaxConnections is the simultaneous client connection limit (key
+	// max_connections, flag -c). Default 1024.
+	MaxConnections int
+	// Threads sets GOMAXPROCS (key threads, flag -t). Default 4.
+	Threads int
+	// MaxItemSize is the largest item in bytes (key max_item_size, flag -I).
+	// Default 1 MiB.
+	MaxItemSize int
+	// UDPPort must be 0: tcache has no UDP listener (key udp_port, flag -U).
+	UDPPort int
+	// Verbosity is the -v count (key verbosity). Default 0.
+	Verbosity int
+	// IdleTimeout closes client connections idle this long; 0 = never (key
+	// idle_timeout). Default 0.
+	IdleTimeout time.Duration
+	// DataDir is created at start and locked (key data_dir). Default
+	// "./tcache-data".
+	DataDir string
+	// LogFormat is "text" or "json" (key log_format). Default "text".
+	LogFormat string
+	// ShutdownTimeout bounds the graceful drain on SIGTERM/SIGINT (key
+	// shutdown_timeout). Default 10s.
+	ShutdownTimeout time.Duration
+}
+
+// defaultOptions returns the settings tcache runs with when nothing is
+// configured. configs/tcache.yaml documents the same values (a test checks).
+func defaultOptions() Options {
+	return Options{
+		Listen:          []string{"127.0.0.1"},
+		Port:            11211,
+		MemoryMB:        64,
+		MaxConnections:  1024,
+		Threads:         4,
+		MaxItemSize:     1 << 20,
+		UDPPort:         0,
+		Verbosity:       0,
+		IdleTimeout:     0,
+		DataDir:         "./tcache-data",
+		LogFormat:       "text",
+		ShutdownTimeout: 10 * time.Second,
+	}
+}
+
+// setting describes one config key: its default in config-file form, its
+// flag, and how its text is parsed into Options.
+type setting struct {
+	key   string // config file key; the environment variable derives from it
+	def   any    // default as it would be written in the config file
+	flag  string // long flag name; "" = no flag
+	short string // one-letter flag (memcached's), or ""
+	usage string // flag help
+
+	// parse decodes s (already trimmed) into o, or returns what the key
+	// accepts (the message after "config: <key>: ").
+	parse func(o *Options, s string) (accepts string, ok bool)
+}
+
+// settings is the table of every key, in the order they are documented.
+func settings() []setting {
+	return []setting{
+		{key: "listen", def: []string{"127.0.0.1"}, flag: "listen", short: "l",
+			usage: "`addresses` to listen on, each host[:port]; repeatable and comma-separated (-l 127.0.0.1,::1)",
+			parse: parseListen},
+		{key: "port", def: 11211, flag: "port", short: "p",
+			usage: "TCP `port` to listen on",
+			parse: func(o *Options, s string) (string, bool) {
+				n, ok := parseInt(s, 1, 65535)
+				o.Port = int(n)
+				return "must be an integer 1..65535", ok
+			}},
+		{key: "memory", def: 64, flag: "memory", short: "m",
+			usage: "RAM tier size in `megabytes`",
+			parse: func(o *Options, s string) (string, bool) {
+				n, ok := parseInt(s, 1, math.MaxInt64>>20)
+				o.MemoryMB = n
+				return "must be an integer number of megabytes ≥ 1", ok
+			}},
+		{key: "max_connections", def: 1024, flag: "conn-limit", short: "c",
+			usage: "serve at most `n` client connections at once",
+			parse: func(o *Options, s string) (string, bool) {
+				n, ok := parseInt(s, 1, math.MaxInt32)
+				o.MaxConnections = int(n)
+				return "must be an integer ≥ 1", ok
+			}},
+		{key: "threads", def: 4, flag: "threads", short: "t",
+			usage: "run Go code on at most `n` OS threads (GOMAXPROCS), like memcached's worker threads",
+			parse: func(o *Options, s string) (string, bool) {
+				n, ok := parseInt(s, 1, 1024)
+				o.Threads = int(n)
+				return "must be an integer 1..1024", ok
+			}},
+		{key: "max_item_size", def: "1m", flag: "max-item-size", short: "I",
+			usage: "largest item, a `size` in bytes or with a k/m suffix (512k, 1m); 1k..1024m",
+			parse: func(o *Options, s string) (string, bool) {
+				n, ok := parseItemSize(s)
+				o.MaxItemSize = int(n)
+				return "must be a size from 1k to 1024m: bytes, or a number with suffix k or m (512k, 1m, 2097152)", ok
+			}},
+		{key: "udp_port", def: 0, flag: "udp-port", short: "U",
+			usage: "UDP `port`; only 0 (UDP off) is accepted",
+			parse: func(o *Options, s string) (string, bool) {
+				n, ok := parseInt(s, 0, 0)
+				o.UDPPort = int(n)
+				return "UDP is not supported; -U must be 0", ok
+			}},
+		{key: "verbosity", def: 0, flag: "verbose", short: "v",
+			usage: "more logging; repeat for more (-vv debug, -vvv trace)",
+			parse: func(o *Options, s string) (string, bool) {
+				n, ok := parseInt(s, 0, math.MaxInt32)
+				o.Verbosity = int(n)
+				return "must be an integer ≥ 0", ok
+			}},
+		{key: "idle_timeout", def: "0s", flag: "idle-timeout",
+			usage: "close client connections idle this long, a `duration` (30s, 5m, or seconds); 0 = never",
+			parse: func(o *Options, s string) (string, bool) {
+				d, ok := parseDuration(s)
+				o.IdleTimeout = d
+				return "must be a duration ≥ 0 (30s, 5m) or whole seconds; 0 disables", ok
+			}},
+		{key: "data_dir", def: "./tcache-data", flag: "data-dir",
+			usage: "`directory` for tcache's files; created if missing, locked while tcache runs",
+			parse: func(o *Options, s string) (string, bool) {
+				o.DataDir = s
+				return "must be a directory path, not empty", s != ""
+			}},
+		{key: "log_format", def: "text", flag: "log-format",
+			usage: "log `format` on stderr: text or json",
+			parse: func(o *Options, s string) (string, bool) {
+				o.LogFormat = s
+				return "must be one of text, json", s == "text" || s == "json"
+			}},
+		{key: "shutdown_timeout", def: "10s", flag: "shutdown-timeout",
+			usage: "on SIGTERM/SIGINT, wait at most this `duration` for in-flight requests",
+			parse: func(o *Options, s string) (string, bool) {
+				d, ok := parseDuration(s)
+				o.ShutdownTimeout = d
+				return "must be a duration > 0 (10s, 1m) or whole seconds", ok && d > 0
+			}},
+	}
+}
+
+// addServeFlags defines the serve flags on fs. Both the root command and
+// `tcache serve` carry them, so `tcache -p 11311` and `tcache serve -p 11311`
+// are the same.
+func addServeFlags(fs *pflag.FlagSet) {
+	// memcached's long names (and snake_case spellings of ours) are accepted
+	// as aliases of the canonical flag.
+	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		name = strings.ReplaceAll(name, "_", "-")
+		switch name {
+		case "memory-limit":
+			name = "memory"
+		case "max-connections":
+			name = "conn-limit"
+		}
+		return pflag.NormalizedName(name)
+	})
+	for _, s := range settings() {
+		switch s.key {
+		case "listen":
+			fs.StringSliceP(s.flag, s.short, []string{"127.0.0.1"}, s.usage)
+		case "verbosity":
+			fs.CountP(s.flag, s.short, s.usage)
+		default:
+			// Every other flag is a string, parsed like the same key from the
+			// environment or the file: one parser, one error message.
+			fs.StringP(s.flag, s.short, fmt.Sprint(s.def), s.usage)
+		}
+	}
+	fs.String("config", "", "YAML config `file` (default: none; env TCACHE_CONFIG)")
+	fs.BoolP("daemon", "d", false, "not supported: run tcache in the foreground under a supervisor (configs/tcache.service)")
+}
+
+// loadOptions fills Options from fs (already parsed), the environment and
+// the config file, with the precedence documented at the top of this file.
+// A configuration mistake returns an error whose every line starts with
+// "config: " and names the key.
+func loadOptions(fs *pflag.FlagSet) (Options, error) {
+	if f := fs.Lookup("daemon"); f != nil && f.Changed {
+		return Options{}, errors.New("config: -d (daemonize) is not supported: run tcache in the foreground " +
+			"under systemd (configs/tcache.service) or another supervisor")
+	}
+
+	v := viper.New()
+	v.SetEnvPrefix(envPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
+	v.AutomaticEnv()
+	table := settings()
+	for _, s := range table {
+		v.SetDefault(s.key, s.def)
+		if s.flag != "" {
+			if err := v.BindPFlag(s.key, fs.Lookup(s.flag)); err != nil {
+				return Options{}, fmt.Errorf("config: binding flag --%s: %w", s.flag, err)
+			}
+		}
+	}
+
+	path := configPath(fs)
+	var file *viper.Viper
+	if path != "" {
+		var err error
+		if file, err = readConfigFile(path, table); err != nil {
+			return Options{}, err
+		}
+		if err := v.MergeConfigMap(file.AllSettings()); err != nil {
+			return Options{}, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+
+	var o Options
+	var errs []error
+	for _, s := range table {
+		raw := v.Get(s.key)
+		text, ok := valueText(raw)
+		if ok {
+			var accepts string
+			if accepts, ok = s.parse(&o, strings.TrimSpace(text)); !ok {
+				errs = append(errs, fmt.Errorf("config: %s: %s, got %q%s", s.key, accepts, text, source(s, fs, file, path)))
+			}
+		} else {
+			errs = append(errs, fmt.Errorf("config: %s: must be a single value, got %v%s", s.key, raw, source(s, fs, file, path)))
+		}
+	}
+	if len(errs) == 0 && int64(o.MaxItemSize) > (o.MemoryMB<<20)/2 {
+		// memcached: "Cannot set item size limit higher than 1/2 of memory max."
+		s := table[slices.IndexFunc(table, func(s setting) bool { return s.key == "max_item_size" })]
+		errs = append(errs, fmt.Errorf("config: max_item_size: must be at most half of memory (%s with memory %d), got %q%s",
+			formatSize(o.MemoryMB<<20/2), o.MemoryMB, formatSize(int64(o.MaxItemSize)), source(s, fs, file, path)))
+	}
+	return o, errors.Join(errs...)
+}
+
+// configPath is --config, else TCACHE_CONFIG, else "" (no file).
+func configPath(fs *pflag.FlagSet) string {
+	if f := fs.Lookup("config"); f != nil && f.Changed {
+		return f.Value.String()
+	}
+	return os.Getenv(envPrefix + "_CONFIG")
+}
+
+// readConfigFile reads the YAML file at path (whatever its extension) and
+// refuses keys tcache does not know: a typo in an ops config must not
+// silently fall back to a default.
+func readConfigFile(path string, table []setting) (*viper.Viper, error) {
+	f := viper.New()
+	f.SetConfigFile(path)
+	f.SetConfigType("yaml")
+	if err := f.ReadInConfig(); err != nil {
+		return nil, fmt.Errorf("config: reading %s: %w", path, err)
+	}
+	known := make([]string, len(table))
+	for i, s := range table {
+		known[i] = s.key
+	}
+	var errs []error
+	for _, k := range f.AllKeys() {
+		if !slices.Contains(known, k) {
+			errs = append(errs, fmt.Errorf("config: unknown key %q in %s (known keys: %s)", k, path, strings.Join(known, ", ")))
+		}
+	}
+	return f, errors.Join(errs...)
+}
+
+// source tells where the value of s came from, for error messages.
+func source(s setting, fs *pflag.FlagSet, file *viper.Viper, path string) string {
+	if s.flag != "" {
+		if f := fs.Lookup(s.flag); f != nil && f.Changed {
+			if s.short != "" {
+				return fmt.Sprintf(" (from flag -%s/--%s)", s.short, s.flag)
+			}
+			return fmt.Sprintf(" (from flag --%s)", s.flag)
+		}
+	}
+	env := envPrefix + "_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(s.key))
+	if val, ok := os.LookupEnv(env); ok && val != "" {
+		return " (from " + env + ")"
+	}
+	if file != nil && file.IsSet(s.key) {
+		return " (from " + path + ")"
+	}
+	return ""
+}
+
+// valueText renders a raw value from any source as the text its parser
+// reads. Lists (YAML sequences, repeated -l) are joined with commas; only
+// listen accepts more than one element.
+func valueText(raw any) (string, bool) {
+	switch x := raw.(type) {
+	case nil:
+		return "", true
+	case string:
+		return x, true
+	case []string:
+		return strings.Join(x, ","), true
+	case []any:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			s, ok := valueText(e)
+			if !ok {
+				return "", false
+			}
+			parts[i] = s
+		}
+		return strings.Join(parts, ","), true
+	case map[string]any:
+		return "", false
+	default:
+		return fmt.Sprint(x), true
+	}
+}
+
+func parseInt(s string, lo, hi int64) (int64, bool) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil && n >= lo && n <= hi
+}
+
+// parseItemSize reads memcached's -I forms: plain bytes, or an integer with
+// a k/K (KiB) or m/M (MiB) suffix, within memcached's 1k..1024m bounds.
+func parseItemSize(s string) (int64, bool) {
+	mult := int64(1)
+	if s != "" {
+		switch s[len(s)-1] {
+		case 'k', 'K':
+			mult, s = 1<<10, s[:len(s)-1]
+		case 'm', 'M':
+			mult, s = 1<<20, s[:len(s)-1]
+		}
+	}
+	n, ok := parseInt(s, 0, maxItemSize)
+	n *= mult
+	return n, ok && n >= minItemSize && n <= maxItemSize
+}
+
+// formatSize writes n bytes the way -I accepts them, in the largest exact
+// unit.
+func formatSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "m"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "k"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// parseDuration reads a Go duration ("30s", "1m30s") or whole seconds
+// ("30"), memcached's unit for idle_timeout. Negative values are refused.
+func parseDuration(s string) (time.Duration, bool) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.Duration(n) * time.Second, n >= 0 && n <= math.MaxInt64/int64(time.Second)
+	}
+	d, err := time.ParseDuration(s)
+	return d, err == nil && d >= 0
+}
+
+// parseListen splits the listen list (comma-separated within each entry,
+// like memcached's -l a,b) and checks each address.
+func parseListen(o *Options, s string) (string, bool) {
+	const accepts = "must be one or more addresses: host or IP, optionally with :port ([::1]:11211 for IPv6)"
+	o.Listen = nil
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if !validListenAddr(part) {
+			return accepts, false
+		}
+		o.Listen = append(o.Listen, part)
+	}
+	return accepts, len(o.Listen) > 0
+}
+
+func validListenAddr(a string) bool {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		// No port: a bare host, IPv4, IPv6 (with or without brackets).
+		host, port = strings.TrimSuffix(strings.TrimPrefix(a, "["), "]"), ""
+	} else if _, ok := parseInt(port, 1, 65535); !ok {
+		return false
+	}
+	if net.ParseIP(host) != nil {
+		return true
+	}
+	if host == "" || strings.ContainsAny(host, " /[]:") {
+		return false
+	}
+	return true
+}
+
+// listenAddrs resolves Listen entries to "host:port" dial strings, using
+// Port for entries without their own, without duplicates.
+func (o Options) listenAddrs() []string {
+	addrs := make([]string, 0, len(o.Listen))
+	for _, a := range o.Listen {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			host := strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")
+			a = net.JoinHostPort(host, strconv.Itoa(o.Port))
+		}
+		if !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}

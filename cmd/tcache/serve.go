@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/tcache/tcache/engine"
+	"github.com/tcache/tcache/internal/clock"
+	"github.com/tcache/tcache/protocol"
+)
+
+// serveDrainWait bounds how long serve waits for the Serve goroutines to
+// return once Shutdown has closed their listeners.
+const serveDrainWait = 2 * time.Second
+
+// serve runs the server until SIGTERM or SIGINT (or ctx is cancelled), then
+// drains it: stop accepting, let in-flight requests finish within
+// o.ShutdownTimeout, close the engine, release the data_dir lock.
+//
+// A second signal during the drain is not caught: it kills the process the
+// default way, for an operator who does not want to wait.
+func serve(ctx context.Context, o Options, stderr io.Writer) error {
+	logger := newLogger(o, stderr)
+
+	// GOMAXPROCS is memcached's -t: Go runs connection goroutines on at most
+	// this many OS threads at once. Setting it also turns off Go's automatic
+	// adjustment to the container CPU limit, which is what an explicit -t
+	// asks for.
+	runtime.GOMAXPROCS(o.Threads)
+
+	lock, err := lockDataDir(o.DataDir)
+	if err != nil {
+		return fail(logger, "cannot lock data_dir", err)
+	}
+	defer func() {
+		if err := lock.release(); err != nil {
+			logger.Error("releasing data_dir lock", "err", err)
+		}
+	}()
+
+	eng, err := engine.New(engine.Options{
+		MemoryLimit: o.MemoryMB << 20,
+		MaxItemSize: o.MaxItemSize,
+		Clock:       clock.Real{},
+		Logger:      logger.With("component", "engine"),
+	})
+	if err != nil {
+		return fail(logger, "cannot start engine", err)
+	}
+	defer func() {
+		if err := eng.Close(); err != nil {
+			logger.Error("closing engine", "err", err)
+		}
+	}()
+
+	addrs := o.listenAddrs()
+	srv, err := protocol.NewServer(protocol.Options{
+		MaxConns:    o.MaxConnections,
+		IdleTimeout: o.IdleTimeout,
+		Threads:     o.Threads,
+		Verbosity:   o.Verbosity,
+		TCPPort:     o.Port,
+		ListenAddrs: addrs,
+		Version:     version,
+		Logger:      logger.With("component", "protocol"),
+		Clock:       clock.Real{},
+	}, eng)
+	if err != nil {
+		return fail(logger, "cannot start server", err)
+	}
+
+	listeners := make([]net.Listener, 0, len(addrs))
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return fail(logger, "cannot listen", err)
+		}
+		listeners = append(listeners, ln)
+	}
+
+	// Catch the signals before serving, so that none arriving in between
+	// kills the process without a drain.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigc)
+
+	served := make(chan error, len(listeners))
+	for _, ln := range listeners {
+		logger.Info("listening", "addr", ln.Addr().String())
+		go func() { served <- srv.Serve(ln) }()
+	}
+	logger.Info("tcache started",
+		"version", version, "pid", os.Getpid(), "go", runtime.Version(),
+		"memory_mb", o.MemoryMB, "max_item_size", o.MaxItemSize,
+		"max_connections", o.MaxConnections, "threads", o.Threads,
+		"idle_timeout", o.IdleTimeout.String(), "data_dir", o.DataDir)
+
+	var runErr error
+	pending := len(listeners)
+	select {
+	case sig := <-sigc:
+		logger.Info("shutting down", "signal", sig.String(), "timeout", o.ShutdownTimeout.String())
+	case <-ctx.Done():
+		logger.Info("shutting down", "reason", context.Cause(ctx).Error(), "timeout", o.ShutdownTimeout.String())
+	case err := <-served:
+		pending--
+		runErr = fmt.Errorf("serving: %w", err)
+		logger.Error("listener failed, shutting down", "err", err)
+	}
+	signal.Stop(sigc) // from here on a second signal kills the process
+
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+	err = srv.Shutdown(sctx)
+	cancel()
+	if err != nil {
+		logger.Error("drain incomplete: connections were still busy at shutdown_timeout", "err", err)
+		runErr = errors.Join(runErr, fmt.Errorf("shutdown: %w", err))
+	}
+	wait := time.NewTimer(serveDrainWait)
+	defer wait.Stop()
+	for ; pending > 0; pending-- {
+		select {
+		case err := <-served:
+			if err != nil && !errors.Is(err, protocol.ErrServerClosed) {
+				logger.Error("serving", "err", err)
+			}
+		case <-wait.C:
+			logger.Error("listeners did not stop after shutdown", "pending", pending)
+			pending = 0
+		}
+	}
+	logger.Info("tcache stopped", "drain", time.Since(start).Round(time.Millisecond).String())
+	if runErr != nil {
+		return &exitError{code: exitRuntime, err: runErr, logged: true}
+	}
+	return nil
+}
+
+// fail logs a fatal start-up error and returns it as a runtime failure.
+func fail(logger *slog.Logger, msg string, err error) error {
+	logger.Error(msg, "err", err)
+	return &exitError{code: exitRuntime, err: fmt.Errorf("%s: %w", msg, err), logged: true}
+}
+
+// newLogger builds the stderr logger: text or JSON, level from the -v count.
+// 0 and -v log at info (start-up, shutdown, errors; -v also lets the
+// protocol layer report client errors, as memcached -v does), -vv at debug,
+// -vvv and more below debug (per-command tracing where components offer it).
+func newLogger(o Options, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch {
+	case o.Verbosity >= 3:
+		level = slog.LevelDebug - 4
+	case o.Verbosity == 2:
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if o.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
