@@ -1,15 +1,11 @@
 package protocol
 
 import (
-	"bufio"
 	"bytes"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/tcache/tcache/engine"
 	"github.com/tcache/tcache/internal/clock"
 )
 
@@ -123,129 +119,8 @@ func TestMemcachedSlabClass(t *testing.T) {
 	}
 }
 
-// memPipe is an in-memory client: the conn reads in and writes to out.
-type memPipe struct {
-	in  []byte
-	out bytes.Buffer
-}
-
-func (p *memPipe) Read(b []byte) (int, error) {
-	if len(p.in) == 0 {
-		return 0, os.ErrDeadlineExceeded
-	}
-	n := copy(b, p.in)
-	p.in = p.in[n:]
-	return n, nil
-}
-
-func (p *memPipe) Write(b []byte) (int, error) { return p.out.Write(b) }
-
-// newMemConn returns a connection over an in-memory pipe and eng.
-func newMemConn(t testing.TB, eng Engine) (*conn, *memPipe) {
-	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
-	srv, err := NewServer(Options{Clock: clk}, eng)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &memPipe{}
-	c := &conn{srv: srv, eng: eng, src: p}
-	c.r = bufio.NewReaderSize(c, readBufSize)
-	c.w = bufio.NewWriterSize(connWriter{c}, writeBufSize)
-	return c, p
-}
-
-// roundTrip feeds req to c and serves until the input is used up.
-func roundTrip(c *conn, p *memPipe, req []byte) {
-	p.in = req
-	for len(p.in) > 0 || c.r.Buffered() > 0 {
-		if err := c.serveOne(); err != nil {
-			break
-		}
-	}
-	c.w.Flush()
-}
-
-// fakeEngine is a tiny map-backed Engine for parser-level tests (the
-// data-driven scripts run the real engine).
-type fakeEngine struct {
-	items map[string]*fakeItem
-	cas   uint64
-}
-
-type fakeItem struct {
-	value []byte
-	flags uint32
-	cas   uint64
-}
-
-func newFakeEngine() *fakeEngine { return &fakeEngine{items: map[string]*fakeItem{}} }
-
-func (e *fakeEngine) Get(dst, key []byte, a *engine.GetArgs) ([]byte, engine.ItemInfo, bool) {
-	it, ok := e.items[string(key)]
-	if !ok {
-		return dst, engine.ItemInfo{}, false
-	}
-	if !a.NoValue {
-		dst = append(dst, it.value...)
-	}
-	return dst, engine.ItemInfo{Flags: it.flags, CAS: it.cas, Size: len(it.value)}, true
-}
-
-func (e *fakeEngine) Store(key, value []byte, a *engine.StoreArgs) (engine.Status, uint64) {
-	it, ok := e.items[string(key)]
-	switch {
-	case a.Mode == engine.ModeAdd && ok, a.Mode == engine.ModeReplace && !ok:
-		return engine.NotStored, 0
-	case a.Mode == engine.ModeCAS && !ok:
-		return engine.NotFound, 0
-	case a.Mode == engine.ModeCAS && it.cas != a.CAS:
-		return engine.Exists, 0
-	}
-	if !ok {
-		it = &fakeItem{}
-		e.items[string(key)] = it
-	}
-	e.cas++
-	it.value = append(it.value[:0], value...)
-	it.flags, it.cas = a.Flags, e.cas
-	return engine.OK, e.cas
-}
-
-func (e *fakeEngine) Arith(key []byte, a *engine.ArithArgs) (uint64, engine.ItemInfo, engine.Status) {
-	it, ok := e.items[string(key)]
-	if !ok {
-		return 0, engine.ItemInfo{}, engine.NotFound
-	}
-	v, err := strconv.ParseUint(string(it.value), 10, 64)
-	if err != nil {
-		return 0, engine.ItemInfo{}, engine.NonNumeric
-	}
-	if a.Incr {
-		v += a.Delta
-	} else {
-		v -= min(v, a.Delta)
-	}
-	e.cas++
-	it.value, it.cas = strconv.AppendUint(it.value[:0], v, 10), e.cas
-	return v, engine.ItemInfo{CAS: it.cas}, engine.OK
-}
-
-func (e *fakeEngine) Delete(key []byte, a *engine.DeleteArgs) engine.Status {
-	if _, ok := e.items[string(key)]; !ok {
-		return engine.NotFound
-	}
-	delete(e.items, string(key))
-	return engine.OK
-}
-
-func (e *fakeEngine) Touch(key []byte, exptime int64) engine.Status { return engine.NotFound }
-func (e *fakeEngine) FlushAll(delay int64)                          {}
-func (e *fakeEngine) Stats() engine.Stats                           { return engine.Stats{} }
-func (e *fakeEngine) ResetStats()                                   {}
-func (e *fakeEngine) MaxItemSize() int                              { return 1 << 20 }
-
-func TestMetaOverFakeEngine(t *testing.T) {
-	c, p := newMemConn(t, newFakeEngine())
+func TestMetaUnit(t *testing.T) {
+	c, l := newLoopConn(newLoopServer(t))
 	for _, tc := range []struct{ req, want string }{
 		{"mg foo v\r\n", "EN\r\n"},
 		{"ms foo 3 T0 F7 c k Oop\r\nbaz\r\n", "HD c1 kfoo Oop\r\n"},
@@ -263,54 +138,35 @@ func TestMetaOverFakeEngine(t *testing.T) {
 		{"mg foo O12345678901234567890123456789012\r\n", "CLIENT_ERROR opaque token too long\r\n"},
 		{"mx foo\r\nme\r\n", "ERROR\r\nCLIENT_ERROR bad command line format\r\n"},
 	} {
-		p.out.Reset()
-		roundTrip(c, p, []byte(tc.req))
-		if got := p.out.String(); got != tc.want {
+		got, _ := l.exchange(c, []byte(tc.req))
+		if string(got) != tc.want {
 			t.Errorf("%q:\ngot  %q\nwant %q", tc.req, got, tc.want)
 		}
 	}
 }
 
 func TestMetaAllocs(t *testing.T) {
-	c, p := newMemConn(t, newFakeEngine())
-	roundTrip(c, p, []byte("ms key 3\r\nabc\r\n"))
+	c, l := newLoopConn(newLoopServer(t))
+	l.exchange(c, []byte("ms key 3\r\nabc\r\n"))
 	for _, tc := range []struct{ name, req string }{
 		{"mg hit", "mg key v\r\n"},
 		{"mg miss", "mg nokey v\r\n"},
 		{"ms set", "ms key 3\r\nxyz\r\n"},
 	} {
 		req := []byte(tc.req)
-		roundTrip(c, p, req)
-		allocs := testing.AllocsPerRun(200, func() {
-			p.out.Reset()
-			roundTrip(c, p, req)
-		})
+		l.exchange(c, req)
+		allocs := testing.AllocsPerRun(200, func() { l.exchange(c, req) })
 		if allocs != 0 {
 			t.Errorf("%s: %v allocations per request, want 0", tc.name, allocs)
 		}
 	}
 }
 
-// metaSeeds returns the request lines of the meta scripts.
+// metaSeeds returns the requests of the meta scripts.
 func metaSeeds(t testing.TB) [][]byte {
 	var seeds [][]byte
 	for _, path := range scriptFiles(t, "testdata/meta") {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, block := range strings.Split(string(data), "\n----\n") {
-			lines := strings.Split(block, "\n")
-			for i, l := range lines {
-				if strings.HasPrefix(l, "send") {
-					in, err := encodeInput(strings.Join(lines[i+1:], "\n"))
-					if err == nil {
-						seeds = append(seeds, in)
-					}
-					break
-				}
-			}
-		}
+		seeds = append(seeds, scriptInputs(t, path)...)
 	}
 	return seeds
 }
@@ -345,14 +201,16 @@ func FuzzMetaProtocol(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		eng := newFakeEngine()
-		c, p := newMemConn(t, eng)
+		srv := newLoopServer(t)
+		c, l := newLoopConn(srv)
 		for _, prefix := range []string{"mg ", "ms ", "md ", "ma ", "me "} {
-			roundTrip(c, p, append([]byte(prefix), in...))
+			l.exchange(c, append([]byte(prefix), in...))
 		}
-		c2, p2 := newMemConn(t, eng)
-		roundTrip(c2, p2, []byte("ms fuzzcheck 2\r\nok\r\nmg fuzzcheck v\r\n"))
-		if got := p2.out.String(); got != "HD\r\nVA 2\r\nok\r\n" {
+		// Move past any flush the input scheduled before probing.
+		srv.opts.Clock.(*clock.Fake).Advance(31 * 24 * time.Hour)
+		c2, l2 := newLoopConn(srv)
+		got, _ := l2.exchange(c2, []byte("ms fuzzcheck 2\r\nok\r\nmg fuzzcheck v\r\n"))
+		if string(got) != "HD\r\nVA 2\r\nok\r\n" {
 			t.Fatalf("after fuzz input, got %q", got)
 		}
 	})
