@@ -121,6 +121,13 @@ type conn struct {
 	// meta is meta.go's per-connection scratch (flags, engine arguments),
 	// allocated on the first meta command. Added by the meta protocol.
 	meta *metaState
+	// proto is the protocol this connection speaks (protoText or
+	// protoBinary), decided from Options.Protocol and, with "auto", the
+	// first byte received; protoUndecided until then.
+	proto uint8
+	// bin is binary.go's per-connection state, allocated on the first
+	// binary request.
+	bin *binState
 
 	state   atomic.Uint32
 	lastCmd atomic.Int64 // unix seconds of the last command (stats conns)
@@ -128,9 +135,16 @@ type conn struct {
 	mu sync.Mutex // serializes deadline changes with Shutdown's interrupt
 }
 
-// Read is the raw input of the connection's bufio.Reader. It arms the idle
+// Read is the raw input of the connection's bufio.Reader. It flushes the
+// replies already written (the reader is drained, or holds only part of a
+// request: either way the client may be waiting for them), arms the idle
 // timeout, refuses to block once the server shuts down, and counts bytes.
 func (c *conn) Read(p []byte) (int, error) {
+	if c.w != nil && c.w.Buffered() > 0 {
+		if err := c.w.Flush(); err != nil {
+			return 0, err
+		}
+	}
 	if c.nc == nil {
 		n, err := c.src.Read(p)
 		c.srv.bytesRead.Add(uint64(n))
@@ -218,6 +232,14 @@ func (c *conn) serveOne() error {
 			return errShutdown
 		}
 	}
+	if c.proto == protoUndecided {
+		if err := c.negotiate(); err != nil {
+			return err
+		}
+	}
+	if c.proto == protoBinary {
+		return c.serveBinary()
+	}
 	line, err := c.readLine()
 	if err == errLongGet {
 		return c.serveLongGet()
@@ -234,6 +256,29 @@ func (c *conn) serveOne() error {
 		c.value = nil
 	}
 	return c.dispatch(line)
+}
+
+// negotiate decides the connection's protocol (memcached's
+// try_read_command_negotiate): with Options.Protocol "auto", binary when the
+// first byte is the binary request magic 0x80, text otherwise. With "ascii"
+// a binary frame is read as text; with "binary" text is garbage and closes.
+func (c *conn) negotiate() error {
+	switch c.srv.opts.Protocol {
+	case ProtocolASCII:
+		c.proto = protoText
+	case ProtocolBinary:
+		c.proto = protoBinary
+	default:
+		b, err := c.r.Peek(1)
+		if err != nil {
+			return err
+		}
+		c.proto = protoText
+		if b[0] == binReqMagic {
+			c.proto = protoBinary
+		}
+	}
+	return nil
 }
 
 // readLine returns the next command line without its "\n" (and the "\r"

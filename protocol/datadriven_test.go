@@ -36,6 +36,19 @@ package protocol
 // the last "\r\n" are shown as `<partial> "..."`; a closed connection ends the
 // output with `<closed>`.
 //
+//	binary [conn=NAME] [nosync]
+//	req op=set key=foo value=bar flags=5
+//	...
+//	----
+//	res op=set status=ok cas=1
+//
+// sends binary-protocol frames written in the small language of
+// binary_dsl_test.go, and renders the reply one decoded frame per line. The
+// sync sentinel is a binary noop (opcode 0x0a) with a reserved opaque; as
+// with send, nosync reads until the connection is idle instead. Scripts of
+// testdata/binary use it; a connection speaks the protocol of its first
+// byte, so do not mix send and binary on one connection.
+//
 //	close [conn=NAME]     closes a connection.
 //	sleep <seconds>       advances tcache's fake clock; sleeps for real
 //	                      against memcached (keep such cases rare).
@@ -61,7 +74,7 @@ import (
 const idleWait = 300 * time.Millisecond
 
 func TestDataDriven(t *testing.T) {
-	for _, dir := range []string{"testdata/text", "testdata/meta", "testdata/tcache"} {
+	for _, dir := range []string{"testdata/text", "testdata/meta", "testdata/binary", "testdata/tcache"} {
 		datadriven.Walk(t, dir, func(t *testing.T, path string) {
 			clk := clock.NewFake(time.Now().Truncate(time.Second))
 			addr := startTcache(t, clk)
@@ -72,7 +85,7 @@ func TestDataDriven(t *testing.T) {
 
 func TestDifferential(t *testing.T) {
 	bin := memcachedBinary(t)
-	for _, dir := range []string{"testdata/text", "testdata/meta"} {
+	for _, dir := range []string{"testdata/text", "testdata/meta", "testdata/binary"} {
 		datadriven.Walk(t, dir, func(t *testing.T, path string) {
 			addr := startMemcached(t, bin)
 			runScript(t, path, addr, func(secs int) { time.Sleep(time.Duration(secs) * time.Second) })
@@ -123,6 +136,24 @@ func runScript(t *testing.T, path, addr string, sleep func(secs int)) {
 				t.Fatalf("%s: reading reply: %v (got %q)", d.Pos, err, reply)
 			}
 			return renderReply(reply, closed)
+		case "binary":
+			_, c := connFor(t, d)
+			req, err := encodeBinaryInput(d.Input)
+			if err != nil {
+				t.Fatalf("%s: %v", d.Pos, err)
+			}
+			sync := !d.HasArg("nosync")
+			if sync {
+				req = append(req, binarySentinel()...)
+			}
+			if _, err := c.Write(req); err != nil {
+				return "<write error: " + err.Error() + ">\n"
+			}
+			reply, closed, err := readBinaryReply(c, sync)
+			if err != nil {
+				t.Fatalf("%s: reading reply: %v (got %q)", d.Pos, err, reply)
+			}
+			return renderBinaryReply(reply, closed)
 		case "close":
 			name, c := connFor(t, d)
 			c.Close()
@@ -180,6 +211,41 @@ func readReply(c net.Conn, sync bool) (reply []byte, closed bool, err error) {
 		reply = append(reply, buf[:n]...)
 		if sync && bytes.HasSuffix(reply, sentinel) {
 			return reply[:len(reply)-len(sentinel)], false, nil
+		}
+		switch {
+		case rerr == nil:
+			continue
+		case errors.Is(rerr, io.EOF) || errors.Is(rerr, net.ErrClosed) || isReset(rerr):
+			return reply, true, nil
+		case !sync && isTimeout(rerr):
+			return reply, false, nil
+		default:
+			return reply, false, rerr
+		}
+	}
+}
+
+// readBinaryReply is readReply for binary frames: with sync it reads up to
+// the runner's noop response (dropped) or EOF.
+func readBinaryReply(c net.Conn, sync bool) (reply []byte, closed bool, err error) {
+	buf := make([]byte, 64<<10)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if sync {
+			c.SetReadDeadline(deadline)
+		} else {
+			c.SetReadDeadline(time.Now().Add(idleWait))
+		}
+		n, rerr := c.Read(buf)
+		reply = append(reply, buf[:n]...)
+		if sync {
+			if frames, rest, ok := splitBinaryReply(reply); ok {
+				var out []byte
+				for _, f := range frames {
+					out = append(out, f...)
+				}
+				return append(out, rest...), false, nil
+			}
 		}
 		switch {
 		case rerr == nil:

@@ -1,5 +1,6 @@
 // Package protocol serves the memcached protocols over TCP: the text
-// protocol (text.go, stats.go) and the meta protocol (meta.go), answered
+// protocol (text.go, stats.go), the meta protocol (meta.go) and the binary
+// protocol (binary.go, binary_header.go; docs/protocol-binary.md), answered
 // byte for byte as memcached 1.6.18 answers them, over any Engine
 // (*engine.Engine in production).
 //
@@ -13,6 +14,9 @@
 // ErrServerClosed.
 //
 // # Connections
+//
+// Options.Protocol (memcached -B) selects the protocols: with "auto" each
+// connection speaks binary if its first byte is 0x80, text otherwise.
 //
 // Each connection owns a pooled 16 KiB bufio.Reader and bufio.Writer.
 // Requests are parsed in place: a command line is a sub-slice of the read

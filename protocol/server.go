@@ -90,6 +90,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock tells the time for uptime and stats. Default clock.Real{}.
 	Clock clock.Clock
+	// Protocol is the protocol clients may speak (memcached -B): "auto"
+	// (text or binary, decided per connection by its first byte: 0x80 is
+	// binary), "ascii" (text and meta only; a binary frame is read as text)
+	// or "binary" (binary only; anything else closes the connection).
+	// Default "auto".
+	Protocol string
 }
 
 // EnsureDefaults fills unset fields with their defaults.
@@ -109,6 +115,9 @@ func (o *Options) EnsureDefaults() {
 	if o.Clock == nil {
 		o.Clock = clock.Real{}
 	}
+	if o.Protocol == "" {
+		o.Protocol = ProtocolAuto
+	}
 }
 
 // Validate reports the first invalid field.
@@ -124,6 +133,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("protocol: Verbosity must not be negative, got %d", o.Verbosity)
 	case o.TCPPort < 0 || o.TCPPort > 65535:
 		return fmt.Errorf("protocol: TCPPort must be in 0..65535, got %d", o.TCPPort)
+	case o.Protocol != ProtocolAuto && o.Protocol != ProtocolASCII && o.Protocol != ProtocolBinary:
+		return fmt.Errorf("protocol: Protocol must be auto, ascii or binary, got %q", o.Protocol)
 	}
 	return nil
 }
@@ -154,6 +165,10 @@ type Server struct {
 	storeTooLarge atomic.Uint64
 	// cmdMeta counts meta commands (stat cmd_meta); dispatch bumps it.
 	cmdMeta atomic.Uint64
+
+	// sasl authenticates binary-protocol clients; nil: SASL off (the only
+	// mode today; see saslAuthenticator).
+	sasl saslAuthenticator
 
 	readers sync.Pool // *bufio.Reader
 	writers sync.Pool // *bufio.Writer

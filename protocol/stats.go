@@ -11,6 +11,16 @@ import (
 	"syscall"
 )
 
+// statSink receives stats one at a time from the generators below
+// (generalStats, settingsStats, itemsStats, slabsStats, connsStats), so that
+// the text protocol (statsWriter: "STAT name value" lines) and the binary
+// protocol (binStatsWriter: one frame per stat) share them.
+type statSink interface {
+	str(name, value string)
+	u(name string, v uint64)
+	i(name string, v int64)
+}
+
 // statsWriter builds "STAT name value\r\n" lines into the conn's writer.
 type statsWriter struct{ c *conn }
 
@@ -46,25 +56,25 @@ func (s statsWriter) i(name string, v int64) {
 
 // serveStats answers stats [subcommand] (process_stat).
 func (c *conn) serveStats(nt int) error {
+	sw := statsWriter{c}
 	if nt == 2 {
-		c.generalStats()
+		c.generalStats(sw)
 		c.w.Write(replyEnd)
 		return nil
 	}
-	sw := statsWriter{c}
 	switch string(c.tok[1]) {
 	case "reset":
 		c.srv.resetStats()
 		c.w.Write(replyReset)
 		return nil
 	case "settings":
-		c.settingsStats()
+		c.settingsStats(sw)
 	case "conns":
-		c.connsStats()
+		c.connsStats(sw)
 	case "items":
-		c.itemsStats()
+		c.itemsStats(sw)
 	case "slabs":
-		c.slabsStats()
+		c.slabsStats(sw)
 	case "sizes":
 		sw.str("sizes_status", "disabled")
 	case "extstore":
@@ -136,9 +146,8 @@ func rusage() (user, sys string) {
 // whose concept exists but is idle in tcache (slab mover, hash expansion...)
 // are reported as memcached reports them idle, so that monitoring tools find
 // every key they read.
-func (c *conn) generalStats() {
+func (c *conn) generalStats(sw statSink) {
 	s := c.srv
-	sw := statsWriter{c}
 	es := s.eng.Stats()
 	is := s.itemsStats()
 	now := s.opts.Clock.Now()
@@ -243,9 +252,8 @@ func (c *conn) generalStats() {
 
 // settingsStats writes `stats settings` (process_stat_settings), leaving out
 // the extstore and TLS settings tcache does not have.
-func (c *conn) settingsStats() {
+func (c *conn) settingsStats(sw statSink) {
 	s := c.srv
-	sw := statsWriter{c}
 	es := s.eng.Stats()
 	yesNo := func(b bool) string {
 		if b {
@@ -277,7 +285,7 @@ func (c *conn) settingsStats() {
 	sw.i("reqs_per_event", 20)
 	sw.str("cas_enabled", "yes")
 	sw.i("tcp_backlog", 1024)
-	sw.str("binding_protocol", "auto-negotiate")
+	sw.str("binding_protocol", bindingProtocol(s.opts.Protocol))
 	sw.str("auth_enabled_sasl", "no")
 	sw.str("auth_enabled_ascii", "no")
 	sw.i("item_size_max", int64(s.eng.MaxItemSize()))
@@ -316,9 +324,8 @@ func (c *conn) settingsStats() {
 // connsStats writes `stats conns`: the listeners, then one block per client
 // (process_stats_conns). The number before the colon is a connection id
 // (memcached prints the file descriptor).
-func (c *conn) connsStats() {
+func (c *conn) connsStats(sw statSink) {
 	s := c.srv
-	sw := statsWriter{c}
 	now := s.opts.Clock.Now().Unix()
 	type lnInfo struct {
 		id   uint64
@@ -366,13 +373,12 @@ func addrString(a net.Addr) string {
 
 // itemsStats writes `stats items` for tcache's one pseudo slab class: the
 // small (probationary) queue is reported as hot, the main queue as cold.
-func (c *conn) itemsStats() {
+func (c *conn) itemsStats(sw statSink) {
 	is := c.srv.itemsStats()
 	if is.Number == 0 {
 		return
 	}
 	es := c.srv.eng.Stats()
-	sw := statsWriter{c}
 	sw.u("items:1:number", is.Number)
 	sw.u("items:1:number_hot", is.NumberSmall)
 	sw.u("items:1:number_warm", 0)
@@ -405,9 +411,8 @@ func (c *conn) itemsStats() {
 
 // slabsStats writes `stats slabs` for the pseudo slab class: one "chunk"
 // per live item.
-func (c *conn) slabsStats() {
+func (c *conn) slabsStats(sw statSink) {
 	is := c.srv.itemsStats()
-	sw := statsWriter{c}
 	var malloced uint64
 	if m, ok := c.srv.eng.(memoryStatser); ok {
 		_, malloced = m.MemoryStats()
@@ -445,4 +450,16 @@ func cmpU64(a, b uint64) int {
 		return 1
 	}
 	return 0
+}
+
+// bindingProtocol is memcached's name for a protocol setting
+// (`stats settings` binding_protocol).
+func bindingProtocol(p string) string {
+	switch p {
+	case ProtocolASCII:
+		return "ascii"
+	case ProtocolBinary:
+		return "binary"
+	}
+	return "auto-negotiate"
 }

@@ -3,6 +3,7 @@
 #   memcached            the reference server of the differential tests
 #   libmemcached-tools   memccapable, libmemcached's conformance tool
 #   python3-pymemcache   pymemcache for Debian's /usr/bin/python3
+#   php-cli php-memcached  php-memcached's Memcached class and PHP sessions
 #
 # Runs apt-get update first, then apt-get install -y. Uses sudo (never
 # prompting) only when not root. If the packages cannot be installed (not
@@ -10,7 +11,7 @@
 # line and exits 0: the tests that need them then skip with a visible SKIP.
 set -euo pipefail
 
-packages=(memcached libmemcached-tools python3-pymemcache)
+packages=(memcached libmemcached-tools python3-pymemcache php-cli php-memcached)
 
 skip() {
 	echo "SKIPPING real-client tests: $*" >&2

@@ -154,14 +154,31 @@ func runTool(t *testing.T, timeout time.Duration, name string, args ...string) (
 }
 
 // memccapableLine matches one result line: "ascii set      [pass]".
-var memccapableLine = regexp.MustCompile(`(?m)^(ascii [a-z ]+?)\s+\[(\w+)\]\s*$`)
+var memccapableLine = regexp.MustCompile(`(?m)^((?:ascii|binary) [a-z ]+?)\s+\[(\w+)\]\s*$`)
 
-// runMemccapable runs the ascii tests of memccapable against addr and returns
-// each test's result ("pass", "fail", ...) and the raw output.
-func runMemccapable(t *testing.T, addr string) (map[string]string, string) {
+// memccapableModes are the runs of TestMemccapable: the ascii tests (-a), the
+// binary tests (-b), and all of them on one server (no flag).
+var memccapableModes = []struct{ name, flag string }{
+	{"ascii", "-a"},
+	{"binary", "-b"},
+	{"all", ""},
+}
+
+// memccapableArgs is the memccapable command line for mode flag (""= all).
+func memccapableArgs(flag string, args ...string) []string {
+	if flag != "" {
+		args = append([]string{flag}, args...)
+	}
+	return args
+}
+
+// runMemccapable runs memccapable's tests selected by flag ("-a", "-b" or
+// "" for all) against addr and returns each test's result ("pass", "fail",
+// ...) and the raw output.
+func runMemccapable(t *testing.T, addr, flag string) (map[string]string, string) {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
-	out, err := runTool(t, 60*time.Second, "memccapable", "-a", "-t", "5", "-h", host, "-p", port)
+	out, err := runTool(t, 60*time.Second, "memccapable", memccapableArgs(flag, "-t", "5", "-h", host, "-p", port)...)
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		t.Fatalf("memccapable: %v\n%s", err, out)
@@ -176,30 +193,41 @@ func runMemccapable(t *testing.T, addr string) (map[string]string, string) {
 	return results, out
 }
 
-// TestMemccapable runs libmemcached's conformance tool (ascii tests) against
-// memcached and then tcache. Every ascii test must pass on tcache; a test that
-// fails on memcached itself is reported and only held to memcached's result.
+// TestMemccapable runs libmemcached's conformance tool against memcached and
+// then tcache: the ascii tests (-a), the binary tests (-b) and all of them.
+// Every test must pass on tcache; a test that fails on memcached itself is
+// reported and only held to memcached's result.
 func TestMemccapable(t *testing.T) {
 	if _, err := exec.LookPath("memccapable"); err != nil {
 		t.Skip("SKIP: memccapable not installed (make test installs libmemcached-tools)")
 	}
+	for _, mode := range memccapableModes {
+		t.Run(mode.name, func(t *testing.T) { testMemccapable(t, mode.flag) })
+	}
+}
+
+func testMemccapable(t *testing.T, flag string) {
+	label := "memccapable " + flag
+	if flag == "" {
+		label = "memccapable (all tests)"
+	}
 	var reference map[string]string
 	t.Run("memcached", func(t *testing.T) {
 		var out string
-		reference, out = runMemccapable(t, startReferenceMemcached(t))
+		reference, out = runMemccapable(t, startReferenceMemcached(t), flag)
 		for name, r := range reference {
 			if r != "pass" {
 				t.Logf("memcached itself: %s [%s]; tcache is held to memcached's result for it", name, r)
 			}
 		}
 		if !strings.Contains(out, "All tests passed") {
-			t.Logf("memccapable -a against memcached:\n%s", out)
+			t.Logf("%s against memcached:\n%s", label, out)
 		}
-		t.Logf("memccapable -a against memcached: %d tests run", len(reference))
+		t.Logf("%s against memcached: %d tests run", label, len(reference))
 	})
 	t.Run("tcache", func(t *testing.T) {
 		addr := startClientTcache(t)
-		got, out := runMemccapable(t, addr)
+		got, out := runMemccapable(t, addr, flag)
 		var failed []string
 		for name, r := range got {
 			if r == "pass" || (reference != nil && reference[name] == r) {
@@ -218,14 +246,14 @@ func TestMemccapable(t *testing.T) {
 			var detail strings.Builder
 			for _, f := range failed { // -v prints the failed assertion of each
 				name := strings.TrimSuffix(f[:strings.LastIndex(f, " [")], " ")
-				v, _ := runTool(t, 30*time.Second, "memccapable", "-a", "-v", "-t", "5",
-					"-h", host, "-p", port, "-T", name)
+				v, _ := runTool(t, 30*time.Second, "memccapable",
+					memccapableArgs(flag, "-v", "-t", "5", "-h", host, "-p", port, "-T", name)...)
 				fmt.Fprintf(&detail, "--- memccapable -v -T %q:\n%s\n", name, v)
 			}
-			t.Fatalf("memccapable -a against tcache: %d of %d tests failed: %s\n%s\nfull output:\n%s",
-				len(failed), len(got), strings.Join(failed, ", "), detail.String(), out)
+			t.Fatalf("%s against tcache: %d of %d tests failed: %s\n%s\nfull output:\n%s",
+				label, len(failed), len(got), strings.Join(failed, ", "), detail.String(), out)
 		}
-		t.Logf("memccapable -a against tcache: all %d tests passed", len(got))
+		t.Logf("%s against tcache: all %d tests passed", label, len(got))
 	})
 }
 

@@ -76,6 +76,10 @@ type Options struct {
 	// ShutdownTimeout bounds the graceful drain on SIGTERM/SIGINT (key
 	// shutdown_timeout). Default 10s.
 	ShutdownTimeout time.Duration
+	// Protocol is the client protocol: auto, ascii or binary (key protocol,
+	// flag -B, as memcached's). Default "auto": each connection's first byte
+	// decides.
+	Protocol string
 }
 
 // defaultOptions returns the settings tcache runs with when nothing is
@@ -94,6 +98,7 @@ func defaultOptions() Options {
 		DataDir:         "./tcache-data",
 		LogFormat:       "text",
 		ShutdownTimeout: 10 * time.Second,
+		Protocol:        "auto",
 	}
 }
 
@@ -165,6 +170,12 @@ func settings() []setting {
 				n, ok := parseInt(s, 0, math.MaxInt32)
 				o.Verbosity = int(n)
 				return "must be an integer ≥ 0", ok
+			}},
+		{key: "protocol", def: "auto", flag: "protocol", short: "B",
+			usage: "client `protocol`: auto (text or binary, by each connection's first byte), ascii or binary",
+			parse: func(o *Options, s string) (string, bool) {
+				o.Protocol = s
+				return "must be one of auto, ascii, binary", s == "auto" || s == "ascii" || s == "binary"
 			}},
 		{key: "idle_timeout", def: "0s", flag: "idle-timeout",
 			usage: "close client connections idle this long, a `duration` (30s, 5m, or seconds); 0 = never",

@@ -133,11 +133,11 @@ func TestPrecedenceFlagEnvFileDefault(t *testing.T) {
 func TestMemcachedFlags(t *testing.T) {
 	isolateEnv(t)
 	o := mustLoad(t, "-p", "11311", "-l", "127.0.0.1,::1", "-l", "[::1]:11999", "-m", "128",
-		"-c", "77", "-t", "8", "-U", "0", "-I", "2m", "-vv", "--data-dir", "/tmp/x", "--idle-timeout", "30")
+		"-c", "77", "-t", "8", "-U", "0", "-I", "2m", "-vv", "--data-dir", "/tmp/x", "--idle-timeout", "30", "-B", "binary")
 	want := Options{
 		Listen: []string{"127.0.0.1", "::1", "[::1]:11999"}, Port: 11311, MemoryMB: 128, MaxConnections: 77,
 		Threads: 8, MaxItemSize: 2 << 20, Verbosity: 2, IdleTimeout: 30 * time.Second, DataDir: "/tmp/x",
-		LogFormat: "text", ShutdownTimeout: 10 * time.Second,
+		LogFormat: "text", ShutdownTimeout: 10 * time.Second, Protocol: "binary",
 	}
 	if !equalOptions(o, want) {
 		t.Fatalf("got %+v\nwant %+v", o, want)

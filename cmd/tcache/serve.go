@@ -66,6 +66,7 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 	srv, err := protocol.NewServer(protocol.Options{
 		MaxConns:    o.MaxConnections,
 		IdleTimeout: o.IdleTimeout,
+		Protocol:    o.Protocol,
 		Threads:     o.Threads,
 		Verbosity:   o.Verbosity,
 		TCPPort:     o.Port,
