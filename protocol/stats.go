@@ -5,6 +5,7 @@ package protocol
 
 import (
 	"net"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -248,6 +249,30 @@ func (c *conn) generalStats(sw statSink) {
 	sw.u("direct_reclaims", 0)
 	sw.u("lru_bumps_dropped", 0)
 	sw.str("tcache_version", s.opts.Version)
+	goRuntimeStats(sw)
+}
+
+// goRuntimeMetrics are the Go runtime figures tcache adds to `stats`: the
+// RAM tier keeps items off the Go heap, and these show that it stays small
+// and that collections stay rare whatever the item count.
+var goRuntimeMetrics = [...]struct{ stat, metric string }{
+	{"tcache_go_heap_inuse", "/memory/classes/heap/objects:bytes"},
+	{"tcache_go_heap_objects", "/gc/heap/objects:objects"},
+	{"tcache_go_gc_cycles", "/gc/cycles/total:gc-cycles"},
+	{"tcache_go_goroutines", "/sched/goroutines:goroutines"},
+}
+
+func goRuntimeStats(sw statSink) {
+	var samples [len(goRuntimeMetrics)]metrics.Sample
+	for i, m := range goRuntimeMetrics {
+		samples[i].Name = m.metric
+	}
+	metrics.Read(samples[:])
+	for i, m := range goRuntimeMetrics {
+		if samples[i].Value.Kind() == metrics.KindUint64 {
+			sw.u(m.stat, samples[i].Value.Uint64())
+		}
+	}
 }
 
 // settingsStats writes `stats settings` (process_stat_settings), leaving out
