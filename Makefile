@@ -5,7 +5,7 @@ FUZZTIME ?= 5m
 # Fuzz time per target inside `make test`.
 TEST_FUZZTIME ?= 10s
 
-.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench bench-memory clean
+.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench bench-memory bench-compare clean
 
 all: build
 
@@ -45,6 +45,11 @@ bench:
 ## bench-memory: RAM bytes per item, tcache vs memcached (rewrites docs/benchmarks.md)
 bench-memory:
 	$(GO) run ./bench/memreport -out docs/benchmarks.md
+
+## bench-compare: throughput and latency, tcache vs memcached, on named workloads
+## (rewrites its section of docs/benchmarks.md; COMPARE_ARGS="--rounds 5 --duration 20s")
+bench-compare:
+	$(GO) run ./cmd/tcache bench compare --out docs/benchmarks.md $(COMPARE_ARGS)
 
 clean:
 	rm -rf bin

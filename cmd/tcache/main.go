@@ -124,6 +124,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	root.AddCommand(serveCmd, versionCmd)
+	root.AddCommand(newBenchCommand())
 	return root
 }
 

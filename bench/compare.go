@@ -1,0 +1,467 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Workload is a named load of the side-by-side comparison.
+type Workload struct {
+	// Name is how the issue and docs/benchmarks.md call it.
+	Name string
+	// Description is one line for the docs.
+	Description string
+	// Options is the load (Servers, TestTime and Progress are set by Compare).
+	Options Options
+	// Prefill stores every key once before the first measured round, so
+	// that gets hit.
+	Prefill bool
+	// Unavailable, when not empty, is why the workload cannot run yet.
+	Unavailable string
+}
+
+// hotKeys is the key range of the hot-tier workloads: 100 000 keys, so the
+// data set fits in RAM on both servers.
+const hotKeys = 100_000
+
+// Workloads returns the comparison's workloads in report order.
+func Workloads() []Workload {
+	hot := func(prefix string, set, get, size, pipeline, multi int) Options {
+		return Options{
+			Protocol: ProtocolText, Threads: 1, Clients: 50,
+			SetRatio: set, GetRatio: get, Pipeline: pipeline,
+			DataSizeMin: size, DataSizeMax: size,
+			SetPattern: Random, GetPattern: Random,
+			KeyPrefix: prefix, KeyMinimum: 0, KeyMaximum: hotKeys - 1,
+			MultiKeyGet: multi, Seed: 1, DistinctClientSeed: true,
+		}
+	}
+	const noDisk = "not available (disk tier not built yet)"
+	return []Workload{
+		{Name: "hot-1-10", Description: "1:10 set:get, 100-byte values, 50 connections, pipeline 1",
+			Options: hot("hot:", 1, 10, 100, 1, 0), Prefill: true},
+		{Name: "hot-1-10-p16", Description: "1:10 set:get, 100-byte values, 50 connections, pipeline 16",
+			Options: hot("hot:", 1, 10, 100, 16, 0), Prefill: true},
+		{Name: "mixed-1k", Description: "1:1 set:get, 1 KiB values, 50 connections, pipeline 1",
+			Options: hot("mixed:", 1, 1, 1024, 1, 0), Prefill: true},
+		{Name: "multiget", Description: "1:10 set:get, gets of 10 keys, 100-byte values, 50 connections, pipeline 1",
+			Options: hot("multi:", 1, 10, 100, 1, 10), Prefill: true},
+		{Name: "overflow", Description: "-m 64, ~1 GiB of 1–4 KiB values, gaussian keys; memcached with extstore",
+			Unavailable: noDisk},
+		{Name: "durable", Description: "set-heavy; tcache durability sync vs none",
+			Unavailable: noDisk},
+	}
+}
+
+// CompareOptions configure Compare.
+type CompareOptions struct {
+	// MemcachedBinary is memcached's path. Default "/usr/bin/memcached".
+	MemcachedBinary string
+	// TcacheBinary is tcache's path (required: cmd/tcache builds it).
+	TcacheBinary string
+	// MemoryMB is -m of both servers. Default 1024.
+	MemoryMB int
+	// ServerThreads is -t of both servers. Default 1.
+	ServerThreads int
+	// Rounds is how many times each workload runs on each server, A B A B.
+	// Default 3; at least 1 (3 or more for a published table).
+	Rounds int
+	// Duration bounds each measured run. Default 10s.
+	Duration time.Duration
+	// Workloads are the names to run; default all of Workloads().
+	Workloads []string
+	// RunAsRoot adds "-u root" to memcached's arguments (it refuses to run
+	// as root otherwise). cmd/tcache sets it when the effective uid is 0.
+	RunAsRoot bool
+	// TempDir holds tcache's data_dir. Default os.TempDir().
+	TempDir string
+	// Logger receives progress (one line per run). Default: discard.
+	Logger *slog.Logger
+}
+
+func (o *CompareOptions) ensureDefaults() {
+	if o.MemcachedBinary == "" {
+		o.MemcachedBinary = "/usr/bin/memcached"
+	}
+	if o.MemoryMB == 0 {
+		o.MemoryMB = 1024
+	}
+	if o.ServerThreads == 0 {
+		o.ServerThreads = 1
+	}
+	if o.Rounds == 0 {
+		o.Rounds = 3
+	}
+	if o.Duration == 0 {
+		o.Duration = 10 * time.Second
+	}
+	if len(o.Workloads) == 0 {
+		for _, w := range Workloads() {
+			o.Workloads = append(o.Workloads, w.Name)
+		}
+	}
+	if o.TempDir == "" {
+		o.TempDir = os.TempDir()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (o *CompareOptions) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidOptions, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case o.TcacheBinary == "":
+		return bad("no tcache binary")
+	case o.MemoryMB < 1, o.ServerThreads < 1, o.Rounds < 1, o.Duration <= 0:
+		return bad("memory, threads, rounds and duration must be positive")
+	}
+	names := map[string]bool{}
+	for _, w := range Workloads() {
+		names[w.Name] = true
+	}
+	for _, n := range o.Workloads {
+		if !names[n] {
+			return bad("unknown workload %q", n)
+		}
+	}
+	return nil
+}
+
+// Comparison is the outcome of Compare.
+type Comparison struct {
+	Options CompareOptions
+	// Memcached and Tcache are the servers' `version` answers (tcache's
+	// own version from its tcache_version stat).
+	MemcachedVersion, TcacheVersion string
+	Rows                            []ComparisonRow
+	Started                         time.Time
+	Elapsed                         time.Duration
+}
+
+// ComparisonRow is one workload.
+type ComparisonRow struct {
+	Workload Workload
+	// Memcached[i] and Tcache[i] are round i+1's results.
+	Memcached, Tcache []RunResult
+	// Err is why the workload has no figures (Unavailable, or a failure).
+	Err string
+}
+
+// Compare starts memcached and tcache on free 127.0.0.1 ports with the same
+// -m and -t, and runs each selected workload against each server in turn
+// (memcached, tcache, memcached, tcache, …) for o.Rounds rounds of
+// o.Duration. A failing workload is reported in its row; Compare fails only
+// when a server cannot start.
+func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
+	o.ensureDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	cmp := &Comparison{Options: o, Started: time.Now()}
+	m, t := strconv.Itoa(o.MemoryMB), strconv.Itoa(o.ServerThreads)
+	mcArgs := []string{"-U", "0", "-m", m, "-t", t, "-c", "4096"}
+	if o.RunAsRoot {
+		mcArgs = append(mcArgs, "-u", "root")
+	}
+	dataDir, err := os.MkdirTemp(o.TempDir, "tcache-bench-compare-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dataDir)
+	tcArgs := []string{"-U", "0", "-m", m, "-t", t, "-c", "4096", "--data-dir", filepath.Join(dataDir, "data")}
+
+	mc, err := startProcess(ctx, "memcached", o.MemcachedBinary, mcArgs, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer mc.stop()
+	tc, err := startProcess(ctx, "tcache", o.TcacheBinary, tcArgs, 20*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer tc.stop()
+	if st, err := serverStats(mc.addr); err == nil {
+		cmp.MemcachedVersion = st["version"]
+	}
+	if st, err := serverStats(tc.addr); err == nil {
+		cmp.TcacheVersion = st["tcache_version"]
+	}
+
+	servers := []*process{mc, tc}
+	var rows []*ComparisonRow
+	for _, w := range Workloads() {
+		if !slices.Contains(o.Workloads, w.Name) {
+			continue
+		}
+		row := &ComparisonRow{Workload: w, Err: w.Unavailable}
+		rows = append(rows, row)
+		if row.Err != "" || !w.Prefill {
+			continue
+		}
+		for _, p := range servers {
+			if err := prefill(ctx, w.Options, p.addr); err != nil {
+				row.Err = fmt.Sprintf("prefill of %s failed: %v", p.name, err)
+				o.Logger.Warn("prefill failed", "workload", w.Name, "server", p.name, "err", err)
+				break
+			}
+		}
+	}
+	for round := 1; round <= o.Rounds; round++ {
+		for _, row := range rows {
+			if row.Err != "" {
+				continue
+			}
+			for _, p := range servers {
+				lo := row.Workload.Options
+				lo.Servers = []string{p.addr}
+				lo.TestTime = o.Duration
+				r, err := Run(ctx, lo)
+				if err == nil && !p.alive() {
+					err = errors.New("server exited")
+				}
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil, ctx.Err()
+					}
+					row.Err = fmt.Sprintf("round %d on %s failed: %v", round, p.name, err)
+					o.Logger.Warn("run failed", "workload", row.Workload.Name, "server", p.name, "round", round, "err", err)
+					break
+				}
+				res := r.Runs[0]
+				if p == mc {
+					row.Memcached = append(row.Memcached, res)
+				} else {
+					row.Tcache = append(row.Tcache, res)
+				}
+				o.Logger.Info("run", "workload", row.Workload.Name, "server", p.name, "round", round,
+					"ops_per_sec", int64(res.Totals.OpsPerSec), "p99_ms", percentile(&res.Totals, 99),
+					"bench_cpu_s_per_M", strconv.FormatFloat(res.CPUSecondsPerMillion, 'f', 2, 64))
+			}
+		}
+	}
+	for _, r := range rows {
+		cmp.Rows = append(cmp.Rows, *r)
+	}
+	cmp.Elapsed = time.Since(cmp.Started)
+	return cmp, nil
+}
+
+// prefill stores every key of w once (sequentially, partitioned over the
+// connections, pipelined).
+func prefill(ctx context.Context, w Options, addr string) error {
+	w.Servers = []string{addr}
+	w.SetRatio, w.GetRatio = 1, 0
+	w.SetPattern = Parallel
+	w.Pipeline = 64
+	w.TestTime = 0
+	conns := w.Threads * w.Clients
+	span := w.KeyMaximum - w.KeyMinimum + 1
+	w.Requests = int64((span + uint64(conns) - 1) / uint64(conns))
+	_, err := Run(ctx, w)
+	return err
+}
+
+// percentile returns the p percentile of op in ms, or NaN.
+func percentile(op *OpResult, p float64) float64 {
+	for _, x := range op.Percentiles {
+		if x.P == p {
+			return x.Ms
+		}
+	}
+	return -1
+}
+
+// median of xs (xs is reordered).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
+}
+
+// metric extracts one figure of a run.
+type metric func(*RunResult) float64
+
+var (
+	opsPerSec = func(r *RunResult) float64 { return r.Totals.OpsPerSec }
+	p50       = func(r *RunResult) float64 { return percentile(&r.Totals, 50) }
+	p99       = func(r *RunResult) float64 { return percentile(&r.Totals, 99) }
+	p999      = func(r *RunResult) float64 { return percentile(&r.Totals, 99.9) }
+	cpuPerM   = func(r *RunResult) float64 { return r.CPUSecondsPerMillion }
+)
+
+// medianOf is the median of f over runs.
+func medianOf(runs []RunResult, f metric) float64 {
+	xs := make([]float64, len(runs))
+	for i := range runs {
+		xs[i] = f(&runs[i])
+	}
+	return median(xs)
+}
+
+// ratioOf is the median over rounds of f(tcache)/f(memcached).
+func (r *ComparisonRow) ratioOf(f metric) float64 {
+	var xs []float64
+	for i := range min(len(r.Memcached), len(r.Tcache)) {
+		if a := f(&r.Memcached[i]); a > 0 {
+			xs = append(xs, f(&r.Tcache[i])/a)
+		}
+	}
+	return median(xs)
+}
+
+// MarkdownTable renders the comparison: per workload the median of rounds of
+// ops/s and latency percentiles (ms) for both servers, and the median of the
+// per-round tcache/memcached ratios.
+func (c *Comparison) MarkdownTable() string {
+	var b strings.Builder
+	b.WriteString("| workload | memcached ops/s | tcache ops/s | **ops/s ratio** | memcached p50 | tcache p50 | p50 ratio | memcached p99 | tcache p99 | **p99 ratio** | memcached p99.9 | tcache p99.9 | p99.9 ratio |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	f0 := func(x float64) string { return strconv.FormatFloat(x, 'f', 0, 64) }
+	f3 := func(x float64) string { return strconv.FormatFloat(x, 'f', 3, 64) }
+	f2 := func(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) }
+	for i := range c.Rows {
+		r := &c.Rows[i]
+		if r.Err != "" {
+			fmt.Fprintf(&b, "| %s | %s |  |  |  |  |  |  |  |  |  |  |  |\n", r.Workload.Name, r.Err)
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | **%s** | %s | %s | %s | %s | %s | **%s** | %s | %s | %s |\n",
+			r.Workload.Name,
+			f0(medianOf(r.Memcached, opsPerSec)), f0(medianOf(r.Tcache, opsPerSec)), f2(r.ratioOf(opsPerSec)),
+			f3(medianOf(r.Memcached, p50)), f3(medianOf(r.Tcache, p50)), f2(r.ratioOf(p50)),
+			f3(medianOf(r.Memcached, p99)), f3(medianOf(r.Tcache, p99)), f2(r.ratioOf(p99)),
+			f3(medianOf(r.Memcached, p999)), f3(medianOf(r.Tcache, p999)), f2(r.ratioOf(p999)))
+	}
+	return b.String()
+}
+
+// RoundsTable lists every round: ops/s, hit ratio and the bench process's
+// CPU seconds per million requests, for both servers.
+func (c *Comparison) RoundsTable() string {
+	var b strings.Builder
+	b.WriteString("| workload | round | memcached ops/s | tcache ops/s | memcached hit ratio | tcache hit ratio | bench CPU s / M req (memcached run) | bench CPU s / M req (tcache run) |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	hit := func(r *RunResult) string {
+		n := r.Gets.Hits + r.Gets.Misses
+		if n == 0 {
+			return "-"
+		}
+		return strconv.FormatFloat(float64(r.Gets.Hits)/float64(n), 'f', 4, 64)
+	}
+	for i := range c.Rows {
+		r := &c.Rows[i]
+		for j := range min(len(r.Memcached), len(r.Tcache)) {
+			m, t := &r.Memcached[j], &r.Tcache[j]
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %s | %s | %.2f | %.2f |\n", r.Workload.Name, j+1,
+				m.Totals.OpsPerSec, t.Totals.OpsPerSec, hit(m), hit(t), m.CPUSecondsPerMillion, t.CPUSecondsPerMillion)
+		}
+	}
+	return b.String()
+}
+
+// Section markers of the comparison in docs/benchmarks.md.
+const (
+	CompareBegin = "<!-- benchcompare:begin -->"
+	CompareEnd   = "<!-- benchcompare:end -->"
+)
+
+// Machine describes the host: cores, CPU model, memory, OS and Go version.
+func Machine() string {
+	model := "unknown CPU"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(data)) {
+			if rest, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest), ":"))
+				break
+			}
+		}
+	}
+	mem := "?"
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.Lines(string(data)) {
+			if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				if f := strings.Fields(rest); len(f) > 0 {
+					if kb, err := strconv.ParseFloat(f[0], 64); err == nil {
+						mem = strconv.FormatFloat(kb/(1<<20), 'f', 1, 64) + " GiB"
+					}
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores (%s), %s RAM, %s/%s, %s", runtime.NumCPU(), model, mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+// Section renders the docs/benchmarks.md section, markers included.
+// command is the exact command line that produced it.
+func (c *Comparison) Section(command string) string {
+	o := c.Options
+	var b strings.Builder
+	b.WriteString(CompareBegin + "\n")
+	b.WriteString("## Throughput and latency: tcache vs memcached\n\n")
+	b.WriteString("Generated by `tcache bench compare`; do not edit by hand.\n\n")
+	fmt.Fprintf(&b, "Both servers run on 127.0.0.1 with `-m %d -t %d -U 0 -c 4096`: memcached %s (Debian's package) "+
+		"and tcache %s (built from this tree). Each workload runs against memcached, then tcache, and again, "+
+		"for %d rounds of %v each (A B A B …). Before the first round every key of the workload is stored "+
+		"once in each server, so gets hit. Figures are the median of the rounds; **ratios are tcache / memcached**, "+
+		"the median of the per-round ratios (ops/s: higher is better for tcache; latency: lower is better).\n\n",
+		o.MemoryMB, o.ServerThreads, c.MemcachedVersion, c.TcacheVersion, o.Rounds, o.Duration)
+	b.WriteString("The load generator is `tcache bench` itself, in the same process for every run, with one OS thread " +
+		"(GOMAXPROCS 1, like memtier's `-t 1`) driving 50 connections, text protocol, keys drawn uniformly from 100 000 " +
+		"per workload, a distinct seed per connection. Latencies are per request, from writing it to reading its " +
+		"reply, in milliseconds, from HDR histograms (all requests, sets and gets).\n\n")
+	b.WriteString("**Caveat: this machine has " + strconv.Itoa(runtime.NumCPU()) + " cores, shared by the load generator " +
+		"and the server under test** (server `-t " + strconv.Itoa(o.ServerThreads) + "`, generator one thread), so the " +
+		"figures measure a server on roughly one core while the generator uses the other; absolute numbers are small " +
+		"and the ratios are what to read. Other work on the host adds noise; the rounds table below shows the spread.\n\n")
+	b.WriteString("| workload | what |\n|---|---|\n")
+	for _, r := range c.Rows {
+		fmt.Fprintf(&b, "| `%s` | %s |\n", r.Workload.Name, r.Workload.Description)
+	}
+	b.WriteString("\n### Results (latencies in ms)\n\n")
+	b.WriteString(c.MarkdownTable())
+	b.WriteString("\n### Every round\n\n")
+	b.WriteString("The last two columns are the bench process's own CPU time (getrusage, user + system) per million " +
+		"requests: the cost of the load generator, which must stay well below the server's.\n\n")
+	b.WriteString(c.RoundsTable())
+	fmt.Fprintf(&b, "\nMachine: %s. Run on %s, took %v.\n\n", Machine(), c.Started.UTC().Format("2006-01-02 15:04 MST"), c.Elapsed.Round(time.Second))
+	b.WriteString("Command (from the repository root):\n\n```\n" + command + "\n```\n")
+	b.WriteString(CompareEnd + "\n")
+	return b.String()
+}
+
+// ReplaceSection returns doc with the text from begin to end (markers
+// included) replaced by section, or section appended when the markers are
+// absent. Other sections are left untouched.
+func ReplaceSection(doc, section, begin, end string) (string, error) {
+	if doc == "" {
+		doc = "# tcache benchmarks\n"
+	}
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	switch {
+	case i >= 0 && j > i:
+		rest := strings.TrimPrefix(doc[j+len(end):], "\n")
+		return doc[:i] + section + rest, nil
+	case i >= 0 || j >= 0:
+		return "", fmt.Errorf("bench: only one of %s and %s is present", begin, end)
+	default:
+		return strings.TrimRight(doc, "\n") + "\n\n" + section, nil
+	}
+}
