@@ -1,0 +1,221 @@
+package lsm
+
+// This file is the contract between lsm and its callers (engine/, later
+// repl/): the types and the methods of *DB and *Batch, documented where they
+// are implemented. docs/disk-tier.md explains the design.
+//
+//	func Open(opts Options) (*DB, error)
+//	func (db *DB) Close() error          // flushes memtables (durability none loses nothing on a clean stop)
+//	func (db *DB) NodeID() uint64        // persistent random id, created at first open
+//	func (db *DB) CASHighWater() uint64  // CAS values handed out before are all below this
+//	func (db *DB) HLCHighWater() uint64  // versions written before are all at or below this
+//	func (db *DB) FlushMarker() FlushMarker
+//	func (db *DB) Get(dst, key []byte) (Record, error)   // Record.Found false on a miss; value appended to dst
+//	func (db *DB) NewBatch() *Batch      // reusable: Reset after Commit
+//	func (b *Batch) Put(key []byte, rec *Record, prev Location)
+//	func (b *Batch) Delete(key []byte, ver Version, prev Location)
+//	func (b *Batch) Flush(m FlushMarker)
+//	func (b *Batch) ReserveCAS(upTo uint64)  // persist a new CAS high-water mark with this batch
+//	func (b *Batch) Reset()
+//	func (db *DB) Commit(b *Batch) error // durability per Options; ErrDiskFull, ErrClosed, wrapped I/O errors
+//	func (db *DB) Maintain()             // one maintenance pass (tests; a goroutine runs it otherwise)
+//	func (db *DB) Stats() Stats
+//
+// Added with the implementation (issue 5; see the report to the lead):
+//
+//	func (db *DB) ReadLog(from uint64, fn func(seq uint64, e LogEntry) bool) error
+//	Record.Stale, Location.Size, LogOp, LogEntry, ErrFailed, Stats.Recounting
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/tcache/tcache/internal/clock"
+)
+
+// Mode says what happens when the disk reaches Options.DiskLimit.
+type Mode uint8
+
+const (
+	// ModeCache drops the oldest epochs of data to stay near the limit.
+	ModeCache Mode = iota
+	// ModePersistent never drops data: writes fail with ErrDiskFull.
+	ModePersistent
+)
+
+// Durability says when a commit is acknowledged.
+type Durability uint8
+
+const (
+	// DurabilityInterval commits without waiting; the WAL is fsynced at
+	// least every Options.DurabilityInterval. The default.
+	DurabilityInterval Durability = iota
+	// DurabilitySync acknowledges after fsync; concurrent commits share
+	// fsyncs (Pebble's commit pipeline).
+	DurabilitySync
+	// DurabilityNone writes no WAL; Close flushes memtables, so only a
+	// crash loses recent writes.
+	DurabilityNone
+)
+
+// Codec is the compression of large values.
+type Codec uint8
+
+const (
+	CodecNone Codec = iota
+	CodecS2
+	CodecZstd
+)
+
+// Options configure a DB. Every field documents its default; Open calls
+// EnsureDefaults and Validate.
+type Options struct {
+	Dir string // directory of the Pebble store; required
+	FS  vfs.FS // filesystem; default vfs.Default (tests inject faults)
+
+	Mode      Mode
+	DiskLimit int64 // bytes; default 10 GiB
+
+	Durability         Durability
+	DurabilityInterval time.Duration // default 100ms
+
+	BlockCacheSize int64 // bytes; default 8 MiB
+	MemTableSize   int64 // bytes per memtable; default 4 MiB
+
+	// Codec compresses values of at least CompressMin bytes (default 256)
+	// when that saves at least 1/8. The zero Codec means the default,
+	// CodecS2; a negative CompressMin switches compression off (the
+	// configuration's "none"), whatever Codec says.
+	Codec       Codec
+	CompressMin int
+
+	LogRetentionBytes int64         // default 1 GiB
+	LogRetentionAge   time.Duration // default 24h
+
+	// MaintenanceInterval is how often the background pass runs (epochs,
+	// drops, sweeper, log trim, pending flush). Default 1s; negative
+	// disables the goroutine (tests call Maintain).
+	MaintenanceInterval time.Duration
+
+	Clock  clock.Clock  // default clock.Real{}
+	Logger *slog.Logger // default slog.Default()
+}
+
+// Version orders writes across nodes: the higher HLC wins, then the higher
+// node id.
+type Version struct {
+	HLC  uint64 // 48 bits of unix milliseconds, 16 bits of logical counter
+	Node uint64 // id of the node that made the write
+}
+
+// Less reports whether v orders before w.
+func (v Version) Less(w Version) bool {
+	return v.HLC < w.HLC || (v.HLC == w.HLC && v.Node < w.Node)
+}
+
+// Record is an item as stored on disk.
+type Record struct {
+	Found     bool
+	Flags     uint32
+	Exptime   int64 // absolute unix seconds; 0 = never
+	Time      int64 // unix seconds when stored (flush_all rules)
+	CAS       uint64
+	Version   Version
+	KeyBinary bool   // stored with a base64 (binary) meta key
+	Stale     bool   // marked stale (meta protocol invalidation)
+	Value     []byte // Get: the dst passed in with the value appended
+
+	// Where is the record's location; pass it back as prev when the key
+	// is next written or deleted.
+	Where Location
+}
+
+// Location identifies the current record of a key on disk, so that a write
+// can remove it without reading the key index again. The zero value means
+// "unknown": the batch looks the key up itself.
+type Location struct {
+	Known   bool   // Known && !Present: the key has no record
+	Present bool   // there is a record
+	Epoch   uint32 // its epoch
+	Exptime int64  // its expiry (to delete its expiry-index entry)
+	// Size is the record's size on disk (key and encoded record), so that
+	// the item byte counters stay exact. Filled by Get and Put; pass the
+	// Location back unmodified.
+	Size uint32
+
+	gen uint64 // the sweeper generation when this was read (see Batch)
+}
+
+// FlushMarker is a persisted flush_all: records stored at or before
+// OldestLive (unix seconds) or with a CAS below OldestCAS are flushed once
+// OldestLive has passed (memcached's oldest_live/oldest_cas).
+type FlushMarker struct {
+	OldestLive int64
+	OldestCAS  uint64
+	Version    Version
+}
+
+// Errors. Callers test them with errors.Is.
+var (
+	ErrDiskFull     = errors.New("lsm: disk limit reached")
+	ErrCorrupt      = errors.New("lsm: corrupt record")
+	ErrIncompatible = errors.New("lsm: data directory written by an incompatible format")
+	ErrClosed       = errors.New("lsm: closed")
+	// ErrFailed: Pebble reported a fatal error (a WAL or MANIFEST write
+	// failed). Commits fail from then on; reads keep working. Reopen to
+	// recover: everything committed before the failure is intact.
+	ErrFailed = errors.New("lsm: disk tier failed")
+)
+
+// LogOp is the operation of a log entry.
+type LogOp uint8
+
+const (
+	LogPut    LogOp = 1 // a record was stored; its data is in d under Key
+	LogDelete LogOp = 2 // Key was deleted (Version is the delete's version)
+	LogFlush  LogOp = 3 // a flush_all (Flush holds the marker)
+)
+
+// LogEntry is one entry of this node's log (key space l). It does not hold
+// the value: the data record of the same version is in d (see ReadLog).
+type LogEntry struct {
+	Op      LogOp
+	Time    int64 // unix milliseconds of the commit (log retention by age)
+	Version Version
+	Key     []byte      // LogPut, LogDelete; valid during the ReadLog callback only
+	Flush   FlushMarker // LogFlush
+}
+
+// Stats are the disk tier's figures. Names follow memcached's extstore stats
+// where the meaning matches (prometheus memcached_exporter reads extstore_*)
+// and are tcache_disk_* otherwise; protocol/stats.go prints them.
+type Stats struct {
+	LimitBytes   uint64 // extstore_limit_maxbytes
+	BytesUsed    uint64 // extstore_bytes_used: Pebble's disk space usage
+	Items        uint64 // tcache_disk_items (extstore_objects_used)
+	ItemBytes    uint64 // tcache_disk_item_bytes: logical bytes of live records
+	Reads        uint64 // extstore_objects_read
+	BytesRead    uint64 // extstore_bytes_read
+	Writes       uint64 // extstore_objects_written
+	BytesWritten uint64 // extstore_bytes_written
+	BadCRC       uint64 // badcrc_from_extstore
+	Drops        uint64 // tcache_disk_drops: epochs dropped for the limit (cache mode)
+	DroppedItems uint64 // extstore_objects_evicted
+	DroppedBytes uint64 // extstore_bytes_evicted
+	Epochs       uint64 // tcache_disk_epochs: live epochs
+	DiskFull     uint64 // tcache_disk_full_errors: writes refused (persistent mode)
+	WriteErrors  uint64 // tcache_disk_write_errors
+	SweeperRuns  uint64 // tcache_disk_sweeper_runs
+	Swept        uint64 // tcache_disk_swept: expired records deleted by the sweeper
+	Fsyncs       uint64 // tcache_disk_fsyncs: WAL fsyncs
+	Commits      uint64 // tcache_disk_commits
+	CompactDebt  uint64 // tcache_disk_compaction_debt (bytes)
+	LogFirst     uint64 // tcache_log_first_seq
+	LogLast      uint64 // tcache_log_last_seq
+	// Recounting is 1 while the item and byte counters are being rebuilt
+	// after an unclean shutdown (tcache_disk_recounting); Items and
+	// ItemBytes are then partial.
+	Recounting uint64
+}

@@ -1,0 +1,345 @@
+package lsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Batch collects mutations that commit together: in one Pebble batch, with
+// one log entry each, numbered at commit. Records are encoded (and
+// compressed) by Put, outside any lock; the Pebble batch is built by Commit
+// under the commit mutex, once the sequence numbers and the epoch are
+// settled. A Batch is not safe for concurrent use; Reset it to reuse it
+// after Commit.
+//
+// The prev Location of a write says where the key's current record is, so
+// that the write removes it and the counters stay exact. Pass the Where of
+// the record last read (Get) or written (Put) for that key, unmodified;
+// within one batch, pass the Where of the batch's earlier write of the same
+// key. When prev is unknown (zero), Put and Delete look the key up through
+// the DB (not the batch). At commit, a prev that may have gone stale (its
+// epoch was dropped, or the sweeper deleted records since it was read) is
+// looked up again.
+type Batch struct {
+	db    *DB
+	ops   []batchOp
+	buf   []byte // keys and encoded records of ops
+	puts  int
+	bytes int64  // bytes of keys and records put
+	cas   uint64 // ReserveCAS
+	err   error  // first error of a Put or Delete lookup, returned by Commit
+
+	pb     *pebble.Batch
+	scr    []byte // key scratch for Commit
+	deltas []epochDelta
+}
+
+type batchOp struct {
+	op       LogOp
+	key, rec span // in buf
+	epoch    uint32
+	exptime  int64
+	version  Version
+	prev     Location
+	flush    FlushMarker
+}
+
+type span struct{ off, n int }
+
+func (s span) of(b []byte) []byte { return b[s.off : s.off+s.n] }
+
+type epochDelta struct {
+	epoch        uint32
+	items, bytes int64
+}
+
+// NewBatch returns an empty batch.
+func (db *DB) NewBatch() *Batch { return &Batch{db: db} }
+
+// Reset empties b for reuse.
+func (b *Batch) Reset() {
+	b.ops, b.buf, b.deltas = b.ops[:0], b.buf[:0], b.deltas[:0]
+	b.puts, b.bytes, b.cas, b.err = 0, 0, 0, nil
+	if b.pb != nil {
+		b.pb.Reset()
+	}
+}
+
+// Len is the number of mutations in b.
+func (b *Batch) Len() int { return len(b.ops) }
+
+func (b *Batch) addKey(key []byte) span {
+	s := span{len(b.buf), len(key)}
+	b.buf = append(b.buf, key...)
+	return s
+}
+
+func (b *Batch) resolve(key []byte, prev Location) Location {
+	if prev.Known && (!prev.Present || b.db.epochLive(prev.Epoch)) {
+		return prev
+	}
+	where, err := b.db.lookup(key)
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	return where
+}
+
+// Put stores rec (with rec.Value) under key, replacing the record at prev,
+// and sets rec.Where to the new record's location.
+func (b *Batch) Put(key []byte, rec *Record, prev Location) {
+	prev = b.resolve(key, prev)
+	gen := b.db.sweepGen.Load()
+	o := batchOp{op: LogPut, key: b.addKey(key), epoch: b.db.curEpoch(), exptime: rec.Exptime, version: rec.Version, prev: prev}
+	start := len(b.buf)
+	b.buf = b.db.codec.appendRecord(b.buf, rec)
+	o.rec = span{start, len(b.buf) - start}
+	b.ops = append(b.ops, o)
+	b.puts++
+	b.bytes += int64(len(key) + o.rec.n)
+	rec.Where = Location{Known: true, Present: true, Epoch: o.epoch, Exptime: rec.Exptime, Size: uint32(len(key) + o.rec.n), gen: gen}
+}
+
+// Delete removes key's record at prev and logs the delete with its version.
+func (b *Batch) Delete(key []byte, ver Version, prev Location) {
+	prev = b.resolve(key, prev)
+	b.ops = append(b.ops, batchOp{op: LogDelete, key: b.addKey(key), version: ver, prev: prev})
+}
+
+// Flush persists m as the flush marker and logs it. Records stored before
+// m take effect are removed once m.OldestLive has passed (Maintain, or the
+// next Commit).
+func (b *Batch) Flush(m FlushMarker) {
+	b.ops = append(b.ops, batchOp{op: LogFlush, version: m.Version, flush: m})
+}
+
+// ReserveCAS persists upTo as the CAS high-water mark with this batch (if
+// it is above the current one).
+func (b *Batch) ReserveCAS(upTo uint64) { b.cas = max(b.cas, upTo) }
+
+// Commit writes b with the configured durability. Sequence numbers are
+// assigned here, under the commit mutex, in commit order; the Pebble batch
+// enters Pebble's commit pipeline in that same order, so the log is
+// gap-free and ordered in the WAL. With DurabilitySync the fsync is awaited
+// after the mutex is released: concurrent commits share fsyncs.
+//
+// Errors: ErrClosed; ErrDiskFull (persistent mode, at the limit; batches
+// without Puts are still accepted); ErrFailed (wrapping the cause) when
+// Pebble failed; wrapped I/O errors. After an error nothing of b may be
+// assumed written, except that with ErrFailed a record may be visible to
+// reads until restart without being durable.
+func (db *DB) Commit(b *Batch) error {
+	if b.err != nil {
+		return b.err
+	}
+	if len(b.ops) == 0 && b.cas == 0 {
+		return nil
+	}
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed.Load() {
+		return ErrClosed
+	}
+	if err := db.failed(); err != nil {
+		db.st.writeErrors.Add(1)
+		return err
+	}
+	if b.puts > 0 && db.opts.Mode == ModePersistent && db.dataUsage() >= db.opts.DiskLimit {
+		db.st.diskFull.Add(1)
+		return ErrDiskFull
+	}
+	if b.pb == nil {
+		b.pb = db.pdb.NewBatch()
+	}
+	pb := b.pb
+	pb.Reset()
+	now := db.opts.Clock.Now()
+
+	db.mu.Lock()
+	if f := db.mu.flush.OldestLive; f > db.mu.flushDone && f <= now.Unix() {
+		if err := db.executeFlushLocked(); err != nil {
+			db.mu.Unlock()
+			return err
+		}
+	}
+	seq, hlc, flush := db.mu.seq, db.mu.hlcMax, FlushMarker{}
+	haveFlush := false
+	b.deltas = b.deltas[:0]
+	var entry LogEntry
+	var scr [64]byte
+	lbuf := scr[:0]
+	for i := range b.ops {
+		o := &b.ops[i]
+		key := o.key.of(b.buf)
+		if o.op != LogFlush {
+			o.prev = db.recheckLocked(key, o.prev)
+		}
+		switch o.op {
+		case LogPut:
+			e := o.epoch
+			if !db.mu.epochs.live(e) {
+				e = db.mu.epochs.cur // the epoch died since Put: write to the current one
+			}
+			b.scr = appendDataKey(b.scr[:0], e, key)
+			_ = pb.Set(b.scr, o.rec.of(b.buf), nil)
+			b.scr = appendIndexKey(b.scr[:0], key)
+			_ = pb.Set(b.scr, binary.BigEndian.AppendUint32(lbuf[:0], e), nil)
+			if o.exptime > 0 {
+				b.scr = appendExpKey(b.scr[:0], o.exptime, e, key)
+				_ = pb.Set(b.scr, nil, nil)
+			}
+			if p := o.prev; p.Present {
+				if p.Epoch != e {
+					b.scr = appendDataKey(b.scr[:0], p.Epoch, key)
+					_ = pb.Delete(b.scr, nil)
+				}
+				if p.Exptime > 0 && (p.Exptime != o.exptime || p.Epoch != e) {
+					b.scr = appendExpKey(b.scr[:0], p.Exptime, p.Epoch, key)
+					_ = pb.Delete(b.scr, nil)
+				}
+				b.deltas = append(b.deltas, epochDelta{p.Epoch, -1, -int64(p.Size)})
+			}
+			b.deltas = append(b.deltas, epochDelta{e, 1, int64(len(key) + o.rec.n)})
+		case LogDelete:
+			if p := o.prev; p.Present {
+				b.scr = appendDataKey(b.scr[:0], p.Epoch, key)
+				_ = pb.Delete(b.scr, nil)
+				if p.Exptime > 0 {
+					b.scr = appendExpKey(b.scr[:0], p.Exptime, p.Epoch, key)
+					_ = pb.Delete(b.scr, nil)
+				}
+				b.deltas = append(b.deltas, epochDelta{p.Epoch, -1, -int64(p.Size)})
+			}
+			b.scr = appendIndexKey(b.scr[:0], key)
+			_ = pb.Delete(b.scr, nil)
+		case LogFlush:
+			_ = pb.Set(metaFlush, encodeFlushMarker(o.flush), nil)
+			flush, haveFlush = o.flush, true
+		}
+		seq++
+		entry = LogEntry{Op: o.op, Time: now.UnixMilli(), Version: o.version, Key: key, Flush: o.flush}
+		if o.op == LogFlush {
+			entry.Key = nil
+		}
+		b.scr = appendLogEntry(b.scr[:0], &entry)
+		_ = pb.Set(appendLogKey(lbuf[:0], seq), b.scr, nil)
+		db.mu.logBytes += int64(9 + len(b.scr))
+		hlc = max(hlc, o.version.HLC)
+	}
+	if hlc > db.mu.hlcReserved {
+		_ = pb.Set(metaHLC, u64(hlc+hlcMargin), nil)
+	}
+	if b.cas > db.mu.cas {
+		_ = pb.Set(metaCAS, u64(b.cas), nil)
+	}
+	// Cache mode: advance the epoch every DiskLimit/32 bytes, persisted in
+	// this batch (before any write lands in the new epoch).
+	var next *epochTable
+	if db.opts.Mode == ModeCache && db.mu.sinceAdvance+b.bytes >= db.opts.DiskLimit/32 {
+		t := db.mu.epochs.clone()
+		t.apply(b.deltas)
+		t.advance()
+		_ = pb.Set(metaEpochs, t.encode(), nil)
+		next = &t
+	}
+
+	var err error
+	sync := db.opts.Durability == DurabilitySync
+	if sync {
+		err = db.pdb.ApplyNoSyncWait(pb, pebble.Sync)
+	} else {
+		err = db.pdb.Apply(pb, db.wo)
+	}
+	if err == nil {
+		err = db.failed()
+	}
+	if err != nil {
+		db.mu.Unlock()
+		b.pb = nil // Pebble forbids reusing a batch whose commit failed
+		db.st.writeErrors.Add(1)
+		if !errors.Is(err, ErrFailed) {
+			// Pebble's commit pipeline is not usable after a failed
+			// commit (a WAL write error): refuse writes until restart.
+			db.fail(err)
+		}
+		return fmt.Errorf("lsm: commit: %w", db.failed())
+	}
+	// Committed (visible): install the new state.
+	db.mu.seq = seq
+	db.mu.hlcMax = hlc
+	if hlc > db.mu.hlcReserved {
+		db.mu.hlcReserved = hlc + hlcMargin
+	}
+	db.mu.cas = max(db.mu.cas, b.cas)
+	if haveFlush {
+		db.mu.flush = flush
+	}
+	if next != nil {
+		db.mu.epochs = *next
+		db.mu.sinceAdvance = 0
+		db.publishEpochs()
+	} else {
+		db.mu.epochs.apply(b.deltas)
+		db.mu.sinceAdvance += b.bytes
+	}
+	db.lastSeq.Store(seq)
+	db.mu.Unlock()
+
+	db.usage.Add(b.bytes)
+	db.st.commits.Add(1)
+	db.st.writes.Add(uint64(b.puts))
+	db.st.bytesWritten.Add(uint64(b.bytes))
+	switch db.opts.Durability {
+	case DurabilitySync:
+		if err := pb.SyncWait(); err != nil {
+			b.pb = nil
+			db.st.writeErrors.Add(1)
+			db.fail(err)
+			return fmt.Errorf("lsm: commit: %w", db.failed())
+		}
+		if err := db.failed(); err != nil {
+			return err
+		}
+		db.advanceDurable(seq)
+	case DurabilityInterval:
+		db.pendingSyn.Store(true)
+	}
+	return nil
+}
+
+// recheckLocked returns where key's record really is when prev may be
+// stale: unknown, in a dead epoch, or read before the sweeper last deleted
+// records. Requires mu (no commit or sweep can interleave).
+func (db *DB) recheckLocked(key []byte, prev Location) Location {
+	if prev.Known && prev.gen == db.sweepGen.Load() && (!prev.Present || db.mu.epochs.live(prev.Epoch)) {
+		return prev
+	}
+	where, err := db.lookupOpen(key) // Commit holds closeMu
+	if err != nil {
+		return Location{Known: true}
+	}
+	return where
+}
+
+func (t *epochTable) clone() epochTable {
+	return epochTable{lo: t.lo, cur: t.cur, stat: append([]epochStat(nil), t.stat...)}
+}
+
+// apply adds deltas to live epochs (deltas of dead epochs are dropped).
+func (t *epochTable) apply(ds []epochDelta) {
+	for _, d := range ds {
+		if t.live(d.epoch) {
+			s := t.at(d.epoch)
+			s.items += d.items
+			s.bytes += d.bytes
+		}
+	}
+}
+
+func (t *epochTable) advance() {
+	t.cur++
+	t.stat = append(t.stat, epochStat{})
+}

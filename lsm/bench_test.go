@@ -1,0 +1,111 @@
+package lsm
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/tcache/tcache/internal/clock"
+)
+
+func benchDB(b *testing.B, d Durability) *DB {
+	o := testOptions(vfs.Default, clock.Real{})
+	o.Dir = b.TempDir()
+	o.Durability = d
+	o.MemTableSize = 4 << 20
+	o.BlockCacheSize = 8 << 20
+	db := mustOpen(b, o)
+	b.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func BenchmarkPutCommit(b *testing.B) {
+	for _, d := range []Durability{DurabilitySync, DurabilityInterval, DurabilityNone} {
+		b.Run(d.String(), func(b *testing.B) {
+			db := benchDB(b, d)
+			batch := db.NewBatch()
+			rec := Record{Value: randomValue("v", 100)}
+			key := make([]byte, 0, 32)
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				key = fmt.Appendf(key[:0], "key-%d", i%100000)
+				i++
+				batch.Put(key, &rec, Location{Known: true})
+				if err := db.Commit(batch); err != nil {
+					b.Fatal(err)
+				}
+				batch.Reset()
+			}
+		})
+	}
+}
+
+// Parallel sync commits: group commit at work.
+func BenchmarkPutCommitSyncParallel(b *testing.B) {
+	db := benchDB(b, DurabilitySync)
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		batch := db.NewBatch()
+		rec := Record{Value: randomValue("v", 100)}
+		i := 0
+		for pb.Next() {
+			batch.Put(fmt.Appendf(nil, "k-%p-%d", batch, i), &rec, Location{Known: true})
+			i++
+			if err := db.Commit(batch); err != nil {
+				b.Fatal(err)
+			}
+			batch.Reset()
+		}
+	})
+	b.ReportMetric(float64(db.Stats().Fsyncs)/float64(b.N), "fsyncs/op")
+}
+
+func BenchmarkGet(b *testing.B) {
+	db := benchDB(b, DurabilityNone)
+	batch := db.NewBatch()
+	for i := range 10000 {
+		rec := Record{Value: randomValue(fmt.Sprint(i), 100)}
+		batch.Put(fmt.Appendf(nil, "key-%d", i), &rec, Location{Known: true})
+		if err := db.Commit(batch); err != nil {
+			b.Fatal(err)
+		}
+		batch.Reset()
+	}
+	b.Run("hit", func(b *testing.B) {
+		key, dst := []byte("key-1234"), make([]byte, 0, 256)
+		b.ReportAllocs()
+		for b.Loop() {
+			r, err := db.Get(dst[:0], key)
+			if err != nil || !r.Found {
+				b.Fatal("miss")
+			}
+		}
+	})
+	b.Run("miss", func(b *testing.B) {
+		key, dst := []byte("absent-1234"), make([]byte, 0, 256)
+		b.ReportAllocs()
+		for b.Loop() {
+			if r, err := db.Get(dst[:0], key); err != nil || r.Found {
+				b.Fatal("hit")
+			}
+		}
+	})
+}
+
+func TestGetAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under -race")
+	}
+	db := mustOpen(t, testOptions(vfs.NewMem(), clock.NewFake(testStart)))
+	defer db.Close()
+	put(t, db, "key", "value", 0, 1)
+	dst := make([]byte, 0, 64)
+	if n := testing.AllocsPerRun(100, func() { _, _ = db.Get(dst[:0], []byte("key")) }); n != 0 {
+		t.Errorf("Get hit: %v allocations", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = db.Get(dst[:0], []byte("nokey")) }); n != 0 {
+		t.Errorf("Get miss: %v allocations", n)
+	}
+}

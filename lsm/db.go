@@ -1,0 +1,530 @@
+package lsm
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// DB is tcache's disk tier: one Pebble store. It is safe for concurrent
+// use; the engine serialises writes of one key (its stripe locks).
+type DB struct {
+	opts  Options
+	pdb   *pebble.DB
+	cache *pebble.Cache
+	codec *recordCodec
+	log   *slog.Logger
+	node  uint64
+	wo    *pebble.WriteOptions // Sync for DurabilitySync, NoSync otherwise
+
+	fsyncs     atomic.Uint64
+	corruptLog rateLimitedLog
+
+	failure atomic.Pointer[error] // first fatal Pebble error (ErrFailed)
+
+	// closeMu is held shared by every call into Pebble and exclusively by
+	// Close, so that no call runs into a closed Pebble.
+	closeMu sync.RWMutex
+	closed  atomic.Bool
+
+	// Lock-free copies of mu's state for the read path.
+	liveEpochs atomic.Uint64 // lo<<32 | cur
+	usage      atomic.Int64  // disk usage at the last measurement + bytes committed since
+	walSpare   atomic.Int64  // bytes within usage the limit ignores (see refreshUsage)
+	lastSeq    atomic.Uint64 // last sequence number committed (visible)
+	durableSeq atomic.Uint64 // last sequence number known to be fsynced
+	logFirst   atomic.Uint64
+	sweepGen   atomic.Uint64 // bumped when the sweeper deletes records (see Batch.gen)
+	recounting atomic.Bool
+	pendingSyn atomic.Bool // commits since the syncer's last fsync
+
+	// mu serialises commits, in sequence-number order, and every change of
+	// the state below (the epoch table, high-water marks, the flush marker).
+	// Pebble I/O is done under it only to enter the commit pipeline in order
+	// (and for the short re-checks of maintenance): fsync waits happen
+	// outside it.
+	mu struct {
+		sync.Mutex
+		seq          uint64 // last assigned sequence number
+		logBytes     int64  // approximate bytes of the log
+		epochs       epochTable
+		sinceAdvance int64 // bytes written since the epoch last advanced (cache mode)
+		cas          uint64
+		hlcReserved  uint64 // persisted HLC high-water mark
+		hlcMax       uint64 // highest version written
+		flush        FlushMarker
+		flushDone    int64 // OldestLive of the last executed flush
+		indexDirty   bool  // epochs died: the index pass has k/x entries to remove
+	}
+
+	// maintainMu makes Maintain passes one at a time; it also guards the
+	// cursors of the bounded passes.
+	maintainMu struct {
+		sync.Mutex
+		indexCursor []byte // next k key of the index pass
+		expCursor   []byte // next x key of the dead-epoch x pass
+	}
+
+	stale struct {
+		sync.Mutex
+		keys [][]byte // k keys seen pointing at dead epochs (Get), removed by Maintain
+	}
+
+	st struct {
+		reads, bytesRead, writes, bytesWritten, badCRC       atomic.Uint64
+		drops, droppedItems, droppedBytes, diskFull          atomic.Uint64
+		writeErrors, sweeperRuns, swept, commits, compactDbt atomic.Uint64
+	}
+
+	keyBufs sync.Pool // *[]byte scratch for keys on the read path
+
+	bg struct {
+		stop chan struct{}
+		wg   sync.WaitGroup
+	}
+}
+
+// hlcMargin is how far ahead of the highest written version the persisted
+// HLC high-water mark is reserved (one second of HLC time), so that a crash
+// never loses it and it is written at most about once a second.
+const hlcMargin = 1000 << 16
+
+// Open opens (creating if needed) the store in opts.Dir. A directory
+// written by another format is refused with ErrIncompatible before anything
+// is written; one in use by another process is refused by Pebble's lock.
+func Open(opts Options) (*DB, error) {
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	fs := opts.FS
+	if err := checkFormat(fs, opts.Dir); err != nil {
+		return nil, err
+	}
+	if err := fs.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("lsm: create %s: %w", opts.Dir, err)
+	}
+	db := &DB{
+		opts:  opts,
+		codec: newRecordCodec(opts.Codec, opts.CompressMin),
+		log:   opts.Logger.With("component", "lsm"),
+		wo:    pebble.NoSync,
+	}
+	if opts.Durability == DurabilitySync {
+		db.wo = pebble.Sync
+	}
+	db.keyBufs.New = func() any { b := make([]byte, 0, 256); return &b }
+	db.cache = pebble.NewCache(opts.BlockCacheSize)
+	el := &pebble.EventListener{
+		BackgroundError: func(err error) {
+			db.st.writeErrors.Add(1)
+			db.log.Warn("pebble background error", "err", err)
+		},
+	}
+	po := pebbleOptions(&opts, syncCountingFS{FS: fs, n: &db.fsyncs}, db.cache,
+		fatalLogger{log: db.log, fail: db.fail}, el)
+	pdb, err := pebble.Open(opts.Dir, po)
+	if err != nil {
+		db.cache.Unref()
+		return nil, openError(opts.Dir, err)
+	}
+	db.pdb = pdb
+	if err := db.load(); err != nil {
+		_ = pdb.Close()
+		db.cache.Unref()
+		return nil, err
+	}
+	db.bg.stop = make(chan struct{})
+	if opts.MaintenanceInterval > 0 {
+		db.goBackground(opts.MaintenanceInterval, db.Maintain)
+	}
+	if opts.Durability == DurabilityInterval {
+		db.goBackground(opts.DurabilityInterval, db.syncWAL)
+	}
+	if db.recounting.Load() {
+		db.bg.wg.Add(1)
+		go func() {
+			defer db.bg.wg.Done()
+			db.recount()
+		}()
+	}
+	return db, nil
+}
+
+func openError(dir string, err error) error {
+	if strings.Contains(err.Error(), "lock") {
+		return fmt.Errorf("lsm: data directory %s is in use by another process: %w", dir, err)
+	}
+	return fmt.Errorf("lsm: open %s: %w", dir, err)
+}
+
+// checkFormat refuses a directory that holds something other than a store
+// of this format, before anything is written: it opens an existing store
+// read-only and reads its format marker.
+func checkFormat(fs vfs.FS, dir string) error {
+	names, err := fs.List(dir)
+	if err != nil || len(names) == 0 {
+		return nil // absent or empty: a new store
+	}
+	ro, err := pebble.Open(dir, &pebble.Options{FS: fs, ReadOnly: true, Logger: quietLogger{}})
+	if err != nil {
+		if strings.Contains(err.Error(), "does not exist") {
+			return fmt.Errorf("%w: %s is not empty and holds no store (found %d files, expected format %s/%d)",
+				ErrIncompatible, dir, len(names), formatMagic, formatVersion)
+		}
+		return openError(dir, err)
+	}
+	defer ro.Close()
+	v, closer, err := ro.Get(metaFormat)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return fmt.Errorf("%w: %s has no format marker (found none, expected %s/%d)", ErrIncompatible, dir, formatMagic, formatVersion)
+	}
+	if err != nil {
+		return fmt.Errorf("lsm: read format marker: %w", err)
+	}
+	found, derr := decodeFormat(v)
+	closer.Close()
+	if derr != nil {
+		return fmt.Errorf("%w: %s: %v (expected %s/%d)", ErrIncompatible, dir, derr, formatMagic, formatVersion)
+	}
+	if found != formatVersion {
+		return fmt.Errorf("%w: %s has format %s/%d, expected %s/%d", ErrIncompatible, dir, formatMagic, found, formatMagic, formatVersion)
+	}
+	return nil
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(string, ...any) {}
+
+// getMeta reads a metadata value (a copy), nil when absent.
+func (db *DB) getMeta(k []byte) ([]byte, error) {
+	v, closer, err := db.pdb.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lsm: read metadata %q: %w", k[1:], err)
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), nil
+}
+
+// load reads the metadata (creating it in a new store), finds the log's
+// bounds and marks the store open (unclean until Close).
+func (db *DB) load() error {
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	fresh := false
+	if v, err := db.getMeta(metaFormat); err != nil {
+		return err
+	} else if v == nil {
+		fresh = true
+		_ = b.Set(metaFormat, encodeFormat(formatVersion), nil)
+	}
+	var clean bool
+	for _, m := range []struct {
+		key []byte
+		fn  func(v []byte) error
+	}{
+		{metaNode, func(v []byte) (err error) { db.node, err = decodeU64(v); return }},
+		{metaCAS, func(v []byte) (err error) { db.mu.cas, err = decodeU64(v); return }},
+		{metaHLC, func(v []byte) (err error) { db.mu.hlcReserved, err = decodeU64(v); return }},
+		{metaFlush, func(v []byte) (err error) { db.mu.flush, err = decodeFlushMarker(v); return }},
+		{metaFlushDone, func(v []byte) error { d, err := decodeU64(v); db.mu.flushDone = int64(d); return err }},
+		{metaEpochs, func(v []byte) (err error) { db.mu.epochs, err = decodeEpochTable(v); return }},
+		{metaLogFirst, func(v []byte) error { f, err := decodeU64(v); db.logFirst.Store(f); return err }},
+		{metaClean, func(v []byte) error { clean = len(v) == 1 && v[0] == 1; return nil }},
+	} {
+		v, err := db.getMeta(m.key)
+		if err != nil {
+			return err
+		}
+		if v == nil {
+			continue
+		}
+		if err := m.fn(v); err != nil {
+			return fmt.Errorf("lsm: metadata %q: %w", m.key[1:], err)
+		}
+	}
+	if db.node == 0 {
+		var r [8]byte
+		for db.node == 0 {
+			if _, err := rand.Read(r[:]); err != nil {
+				return fmt.Errorf("lsm: node id: %w", err)
+			}
+			db.node = binary.BigEndian.Uint64(r[:])
+		}
+		_ = b.Set(metaNode, u64(db.node), nil)
+	}
+	if db.mu.epochs.stat == nil {
+		db.mu.epochs = epochTable{lo: 1, cur: 1, stat: make([]epochStat, 1)}
+		_ = b.Set(metaEpochs, db.mu.epochs.encode(), nil)
+	}
+	if db.logFirst.Load() == 0 {
+		db.logFirst.Store(1)
+	}
+	db.mu.hlcMax = db.mu.hlcReserved
+	last, err := db.lastLogSeq()
+	if err != nil {
+		return err
+	}
+	db.mu.seq = max(last, db.logFirst.Load()-1)
+	db.lastSeq.Store(db.mu.seq)
+	db.durableSeq.Store(db.mu.seq)
+	if n, err := db.pdb.EstimateDiskUsage([]byte{prefixLog}, []byte{prefixLog + 1}); err == nil {
+		db.mu.logBytes = int64(n)
+	}
+	db.mu.indexDirty = true // finish any index pass a previous run left
+	db.publishEpochs()
+	if !clean && !fresh {
+		db.recounting.Store(true)
+	}
+	_ = b.Set(metaClean, []byte{0}, nil)
+	wo := db.wo
+	if !db.opts.disableWAL() {
+		wo = pebble.Sync
+	}
+	if err := db.pdb.Apply(b, wo); err != nil {
+		return fmt.Errorf("lsm: write metadata: %w", err)
+	}
+	if err := db.failed(); err != nil {
+		return err
+	}
+	if fresh {
+		db.log.Info("created disk store", "dir", db.opts.Dir, "node", fmt.Sprintf("%016x", db.node))
+	}
+	db.refreshUsage()
+	return nil
+}
+
+func (o *Options) disableWAL() bool { return o.Durability == DurabilityNone }
+
+// lastLogSeq finds the highest l key.
+func (db *DB) lastLogSeq() (uint64, error) {
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixLog}, UpperBound: []byte{prefixLog + 1}})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	if !it.Last() {
+		return 0, it.Error()
+	}
+	k := it.Key()
+	if len(k) != 9 {
+		return 0, fmt.Errorf("%w: log key %q", ErrCorrupt, k)
+	}
+	return binary.BigEndian.Uint64(k[1:]), nil
+}
+
+// publishEpochs copies the live epoch range for lock-free readers.
+// Requires mu (or exclusive access during Open).
+func (db *DB) publishEpochs() {
+	db.liveEpochs.Store(uint64(db.mu.epochs.lo)<<32 | uint64(db.mu.epochs.cur))
+}
+
+func (db *DB) epochLive(e uint32) bool {
+	v := db.liveEpochs.Load()
+	return e >= uint32(v>>32) && e <= uint32(v)
+}
+
+func (db *DB) curEpoch() uint32 { return uint32(db.liveEpochs.Load()) }
+
+// fail marks the DB failed with the first fatal error.
+func (db *DB) fail(err error) {
+	e := fmt.Errorf("%w: %w", ErrFailed, err)
+	db.failure.CompareAndSwap(nil, &e)
+}
+
+func (db *DB) failed() error {
+	if p := db.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (db *DB) goBackground(every time.Duration, fn func()) {
+	db.bg.wg.Add(1)
+	go func() {
+		defer db.bg.wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-db.bg.stop:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+}
+
+// syncWAL is the interval syncer: it fsyncs the WAL when commits happened
+// since its last run, and advances the durable sequence number.
+func (db *DB) syncWAL() {
+	if !db.pendingSyn.Swap(false) || db.failed() != nil {
+		return
+	}
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed.Load() {
+		return
+	}
+	seq := db.lastSeq.Load()
+	if err := db.pdb.LogData(nil, pebble.Sync); err != nil || db.failed() != nil {
+		db.st.writeErrors.Add(1)
+		return
+	}
+	db.advanceDurable(seq)
+}
+
+func (db *DB) advanceDurable(seq uint64) {
+	for {
+		d := db.durableSeq.Load()
+		if seq <= d || db.durableSeq.CompareAndSwap(d, seq) {
+			return
+		}
+	}
+}
+
+// NodeID is this store's persistent random node id.
+func (db *DB) NodeID() uint64 { return db.node }
+
+// CASHighWater is the persisted CAS high-water mark: every CAS value handed
+// out before (by any run) is below it, if the engine reserves with
+// Batch.ReserveCAS before handing values out.
+func (db *DB) CASHighWater() uint64 {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.mu.cas
+}
+
+// HLCHighWater is at or above every version written to this store, across
+// crashes (it is reserved ahead by up to one second of HLC time).
+func (db *DB) HLCHighWater() uint64 {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return max(db.mu.hlcReserved, db.mu.hlcMax)
+}
+
+// FlushMarker is the last flush_all committed (zero if none).
+func (db *DB) FlushMarker() FlushMarker {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.mu.flush
+}
+
+// Close stops the background work, persists the counters and the HLC
+// high-water mark, flushes the memtables when there is no WAL, and closes
+// Pebble. A DB that failed is closed without writing.
+func (db *DB) Close() error {
+	if db.closed.Swap(true) {
+		return ErrClosed
+	}
+	close(db.bg.stop)
+	db.bg.wg.Wait()
+	db.closeMu.Lock()
+	defer db.closeMu.Unlock()
+	var errs []error
+	if db.failed() == nil {
+		db.mu.Lock()
+		b := db.pdb.NewBatch()
+		_ = b.Set(metaHLC, u64(max(db.mu.hlcReserved, db.mu.hlcMax)), nil)
+		_ = b.Set(metaEpochs, db.mu.epochs.encode(), nil)
+		if !db.recounting.Load() {
+			_ = b.Set(metaClean, []byte{1}, nil)
+		}
+		wo := pebble.Sync
+		if db.opts.disableWAL() {
+			wo = pebble.NoSync
+		}
+		if err := db.pdb.Apply(b, wo); err != nil {
+			errs = append(errs, err)
+		}
+		_ = b.Close()
+		db.mu.Unlock()
+		if db.opts.disableWAL() && db.failed() == nil {
+			if err := db.pdb.Flush(); err != nil {
+				errs = append(errs, fmt.Errorf("flush memtables: %w", err))
+			}
+		}
+		if err := db.failed(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := db.pdb.Close(); err != nil && db.failed() == nil {
+		errs = append(errs, err)
+	}
+	db.cache.Unref()
+	db.codec.close()
+	if len(errs) > 0 {
+		return fmt.Errorf("lsm: close: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// refreshUsage measures Pebble's disk space usage and compaction debt.
+func (db *DB) refreshUsage() {
+	m := db.pdb.Metrics()
+	db.usage.Store(int64(m.DiskSpaceUsage()))
+	// Recycled WAL files are bounded by the memtables, not by the data, and
+	// obsolete and zombie tables are being deleted: the limit is enforced
+	// on the rest, so that a drop is not repeated while files go away.
+	db.walSpare.Store(int64(m.WAL.ObsoletePhysicalSize + m.Table.Local.ObsoleteSize + m.Table.Local.ZombieSize))
+	db.st.compactDbt.Store(m.Compact.EstimatedDebt)
+}
+
+// dataUsage is the disk usage that the limit applies to.
+func (db *DB) dataUsage() int64 { return db.usage.Load() - db.walSpare.Load() }
+
+// Stats returns the disk tier's figures.
+func (db *DB) Stats() Stats {
+	db.mu.Lock()
+	var items, bytes int64
+	for _, s := range db.mu.epochs.stat {
+		items += s.items
+		bytes += s.bytes
+	}
+	epochs := uint64(db.mu.epochs.cur-db.mu.epochs.lo) + 1
+	db.mu.Unlock()
+	s := Stats{
+		LimitBytes:   uint64(db.opts.DiskLimit),
+		BytesUsed:    uint64(max(db.usage.Load(), 0)),
+		Items:        uint64(max(items, 0)),
+		ItemBytes:    uint64(max(bytes, 0)),
+		Reads:        db.st.reads.Load(),
+		BytesRead:    db.st.bytesRead.Load(),
+		Writes:       db.st.writes.Load(),
+		BytesWritten: db.st.bytesWritten.Load(),
+		BadCRC:       db.st.badCRC.Load(),
+		Drops:        db.st.drops.Load(),
+		DroppedItems: db.st.droppedItems.Load(),
+		DroppedBytes: db.st.droppedBytes.Load(),
+		Epochs:       epochs,
+		DiskFull:     db.st.diskFull.Load(),
+		WriteErrors:  db.st.writeErrors.Load(),
+		SweeperRuns:  db.st.sweeperRuns.Load(),
+		Swept:        db.st.swept.Load(),
+		Fsyncs:       db.fsyncs.Load(),
+		Commits:      db.st.commits.Load(),
+		CompactDebt:  db.st.compactDbt.Load(),
+		LogFirst:     db.logFirst.Load(),
+		LogLast:      db.lastSeq.Load(),
+	}
+	if db.recounting.Load() {
+		s.Recounting = 1
+	}
+	return s
+}

@@ -1,0 +1,139 @@
+package lsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Get reads the current record of key. On a hit Record.Found is true and
+// the value is appended to dst (Record.Value; the caller owns it). On a miss
+// Record.Found is false and Record.Where says the key has no record. A
+// record that fails its checks returns ErrCorrupt (counted in BadCRC,
+// logged at most once a second) with Found false and Record.Where still
+// locating it, so that an overwrite removes it.
+//
+// Get does not apply expiry or the flush marker: those are memcached's rules
+// and the engine's job. It does not allocate on a hit when dst has room for
+// the value.
+func (db *DB) Get(dst, key []byte) (Record, error) {
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed.Load() {
+		return Record{}, ErrClosed
+	}
+	bp := db.keyBufs.Get().(*[]byte)
+	defer db.keyBufs.Put(bp)
+	var rec Record
+	gen := db.sweepGen.Load()
+	where, err := db.locate(bp, key)
+	where.gen = gen
+	rec.Where = where
+	if err != nil || !where.Present {
+		return rec, err
+	}
+	*bp = appendDataKey((*bp)[:0], where.Epoch, key)
+	v, closer, err := db.pdb.Get(*bp)
+	if errors.Is(err, pebble.ErrNotFound) {
+		// The index points at a live epoch without a record: only a
+		// concurrent delete of this key can do that.
+		return Record{Where: Location{Known: true}}, nil
+	}
+	if err != nil {
+		return rec, fmt.Errorf("lsm: get: %w", err)
+	}
+	rec.Where.Size = uint32(len(key) + len(v))
+	err = db.codec.decodeRecord(dst, v, &rec)
+	closer.Close()
+	if err != nil {
+		db.corrupt(key, where.Epoch, err)
+		rec.Found, rec.Value = false, dst
+		return rec, err
+	}
+	rec.Where.Exptime = rec.Exptime
+	db.st.reads.Add(1)
+	db.st.bytesRead.Add(uint64(len(rec.Value) - len(dst)))
+	return rec, nil
+}
+
+// locate reads the k index of key: where its record is, without its
+// exptime and size. A k entry pointing at a dead epoch is a miss and is
+// queued for deletion. bp is scratch.
+func (db *DB) locate(bp *[]byte, key []byte) (Location, error) {
+	*bp = appendIndexKey((*bp)[:0], key)
+	v, closer, err := db.pdb.Get(*bp)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Location{Known: true}, nil
+	}
+	if err != nil {
+		return Location{}, fmt.Errorf("lsm: get: %w", err)
+	}
+	ok := len(v) == 4
+	var epoch uint32
+	if ok {
+		epoch = binary.BigEndian.Uint32(v)
+	}
+	closer.Close()
+	if !ok || !db.epochLive(epoch) {
+		db.queueStale(*bp)
+		return Location{Known: true}, nil
+	}
+	return Location{Known: true, Present: true, Epoch: epoch}, nil
+}
+
+// lookup is locate plus the record's exptime and size: a full prev
+// Location for a write that was given none.
+func (db *DB) lookup(key []byte) (Location, error) {
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed.Load() {
+		return Location{}, ErrClosed
+	}
+	return db.lookupOpen(key)
+}
+
+// lookupOpen is lookup for a caller that holds closeMu.
+func (db *DB) lookupOpen(key []byte) (Location, error) {
+	gen := db.sweepGen.Load()
+	bp := db.keyBufs.Get().(*[]byte)
+	defer db.keyBufs.Put(bp)
+	where, err := db.locate(bp, key)
+	where.gen = gen
+	if err != nil || !where.Present {
+		return where, err
+	}
+	*bp = appendDataKey((*bp)[:0], where.Epoch, key)
+	v, closer, err := db.pdb.Get(*bp)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Location{Known: true, gen: gen}, nil
+	}
+	if err != nil {
+		return Location{}, fmt.Errorf("lsm: get: %w", err)
+	}
+	defer closer.Close()
+	where.Size = uint32(len(key) + len(v))
+	if h, _, err := parseRecordHeader(v); err == nil {
+		where.Exptime = h.exptime
+	}
+	return where, nil
+}
+
+func (db *DB) queueStale(k []byte) {
+	db.stale.Lock()
+	if len(db.stale.keys) < 4096 {
+		db.stale.keys = append(db.stale.keys, append([]byte(nil), k...))
+	}
+	db.stale.Unlock()
+}
+
+// corrupt counts and (rate-limited) logs a record that failed its checks.
+func (db *DB) corrupt(key []byte, epoch uint32, err error) {
+	db.st.badCRC.Add(1)
+	if ok, suppressed := db.corruptLog.allow(db.opts.Clock.Now().Unix()); ok {
+		db.log.Error("corrupt record treated as a miss", "key", strconv.Quote(string(key)), "epoch", epoch,
+			"err", err, "suppressed", suppressed)
+	}
+}

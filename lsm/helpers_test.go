@@ -1,0 +1,81 @@
+package lsm
+
+import (
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/tcache/tcache/internal/clock"
+)
+
+var testStart = time.Unix(1_700_000_000, 0)
+
+func testOptions(fs vfs.FS, clk clock.Clock) Options {
+	return Options{
+		Dir:                 "/db",
+		FS:                  fs,
+		DiskLimit:           64 << 20,
+		MemTableSize:        1 << 20,
+		BlockCacheSize:      1 << 20,
+		MaintenanceInterval: -1,
+		Clock:               clk,
+		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+func mustOpen(t testing.TB, o Options) *DB {
+	t.Helper()
+	db, err := Open(o)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return db
+}
+
+func mustCommit(t testing.TB, db *DB, b *Batch) {
+	t.Helper()
+	if err := db.Commit(b); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	b.Reset()
+}
+
+func put(t testing.TB, db *DB, key, value string, exptime int64, hlc uint64) Location {
+	t.Helper()
+	b := db.NewBatch()
+	rec := Record{Value: []byte(value), Exptime: exptime, Version: Version{HLC: hlc, Node: db.NodeID()}}
+	b.Put([]byte(key), &rec, Location{})
+	mustCommit(t, db, b)
+	return rec.Where
+}
+
+func get(t testing.TB, db *DB, key string) (string, bool) {
+	t.Helper()
+	r, err := db.Get(nil, []byte(key))
+	if err != nil {
+		t.Fatalf("get %q: %v", key, err)
+	}
+	return string(r.Value), r.Found
+}
+
+func timeSeconds(n int) time.Duration { return time.Duration(n) * time.Second }
+
+// randomValue is n incompressible bytes, the same for the same seed.
+func randomValue(seed string, n int) []byte {
+	var h uint64 = 14695981039346656037
+	for _, c := range []byte(seed) {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	r := rand.New(rand.NewPCG(h, uint64(n)))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func runtimeGosched() { runtime.Gosched() }

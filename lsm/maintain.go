@@ -1,0 +1,402 @@
+package lsm
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Bounds of one maintenance pass: work is done in chunks of chunkSize keys,
+// each applied under the commit mutex, for at most passBudget per kind of
+// work, so writers wait at most one chunk.
+const (
+	chunkSize  = 256
+	passBudget = 50 * time.Millisecond
+	maxDrops   = 64 // epochs dropped per pass at most
+)
+
+// Maintain runs one maintenance pass: it measures the disk, executes a due
+// flush_all, drops the oldest epochs above the limit (cache mode), sweeps
+// expired records, removes index entries of dead epochs and trims the log.
+// A goroutine calls it every Options.MaintenanceInterval; tests call it.
+func (db *DB) Maintain() {
+	db.maintainMu.Lock()
+	defer db.maintainMu.Unlock()
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed.Load() || db.failed() != nil {
+		return
+	}
+	now := db.opts.Clock.Now()
+	db.refreshUsage()
+	db.mu.Lock()
+	var err error
+	if f := db.mu.flush.OldestLive; f > db.mu.flushDone && f <= now.Unix() {
+		err = db.executeFlushLocked()
+	}
+	db.mu.Unlock()
+	if err != nil {
+		return
+	}
+	if db.opts.Mode == ModeCache {
+		if excess := db.dataUsage() - db.opts.DiskLimit; excess > 0 {
+			// Free down to 15/16 of the limit, so drops come in steps.
+			db.dropOldest(excess + db.opts.DiskLimit/16)
+			db.refreshUsage()
+		}
+	}
+	db.st.sweeperRuns.Add(1)
+	db.sweep(now.Unix())
+	db.cleanStale()
+	db.indexPass()
+	db.trimLog(now)
+}
+
+// setEpochsLocked persists t (with extra mutations) and installs it.
+// Requires mu.
+func (db *DB) setEpochsLocked(t epochTable, extra func(pb *pebble.Batch)) error {
+	pb := db.pdb.NewBatch()
+	defer pb.Close()
+	if extra != nil {
+		extra(pb)
+	}
+	_ = pb.Set(metaEpochs, t.encode(), nil)
+	if err := db.pdb.Apply(pb, db.wo); err != nil {
+		return err
+	}
+	if err := db.failed(); err != nil {
+		return err
+	}
+	db.mu.epochs = t
+	db.mu.sinceAdvance = 0
+	db.mu.indexDirty = true
+	db.publishEpochs()
+	return nil
+}
+
+// executeFlushLocked carries out the pending flush marker: the epoch
+// advances (later writes go to the new one) and every older epoch's data
+// goes in one range deletion. Their k and x entries now point at dead
+// epochs, read as misses, and are removed by the index pass. Requires mu.
+func (db *DB) executeFlushLocked() error {
+	old := db.mu.epochs
+	t := epochTable{lo: old.cur + 1, cur: old.cur + 1, stat: make([]epochStat, 1)}
+	done := db.mu.flush.OldestLive
+	err := db.setEpochsLocked(t, func(pb *pebble.Batch) {
+		_ = pb.DeleteRange(dataPrefix(old.lo), dataPrefix(t.lo), nil)
+		_ = pb.Set(metaFlushDone, u64(uint64(done)), nil)
+	})
+	if err != nil {
+		db.st.writeErrors.Add(1)
+		db.log.Error("flush_all: range deletion failed", "err", err)
+		return err
+	}
+	db.mu.flushDone = done
+	db.log.Info("flush_all executed", "oldest_live", done, "epochs_removed", old.cur-old.lo+1)
+	return nil
+}
+
+// dropOldest drops the oldest epochs (cache mode, above the limit) until
+// their live bytes cover excess (at least one), with one range deletion,
+// and compacts their span so that the space really comes back. With one
+// live epoch it advances first, so that the drop empties the store.
+func (db *DB) dropOldest(excess int64) {
+	db.mu.Lock()
+	if db.mu.epochs.lo == db.mu.epochs.cur {
+		t := db.mu.epochs.clone()
+		t.advance()
+		if err := db.setEpochsLocked(t, nil); err != nil {
+			db.mu.Unlock()
+			return
+		}
+	}
+	old := db.mu.epochs
+	var freed epochStat
+	// At most half of the older epochs per pass: the usage measured lags
+	// (unflushed WAL, files not yet deleted), and the next pass measures
+	// again.
+	limit := max(1, min(maxDrops, (len(old.stat)-1)/2))
+	n := 0
+	for n < limit && (n == 0 || freed.bytes < excess) {
+		freed.items += max(old.stat[n].items, 0)
+		freed.bytes += max(old.stat[n].bytes, 0)
+		n++
+	}
+	from, to := old.lo, old.lo+uint32(n)
+	t := epochTable{lo: to, cur: old.cur, stat: append([]epochStat(nil), old.stat[n:]...)}
+	err := db.setEpochsLocked(t, func(pb *pebble.Batch) {
+		_ = pb.DeleteRange(dataPrefix(from), dataPrefix(to), nil)
+	})
+	db.mu.Unlock()
+	if err != nil {
+		return
+	}
+	db.st.drops.Add(uint64(n))
+	db.st.droppedItems.Add(uint64(freed.items))
+	db.st.droppedBytes.Add(uint64(freed.bytes))
+	db.log.Debug("dropped epochs for the disk limit", "from", from, "to", to, "items", freed.items, "bytes", freed.bytes)
+	// The range deletion hides the data at once; compacting the span makes
+	// Pebble delete (or rewrite to nothing) the files now rather than when
+	// its table statistics schedule a delete-only compaction.
+	if err := db.pdb.Compact(context.Background(), dataPrefix(from), dataPrefix(to), false); err != nil {
+		db.log.Warn("compaction of dropped epochs failed", "from", from, "to", to, "err", err)
+	}
+}
+
+// sweep deletes expired records through the x index, up to now, in chunks.
+func (db *DB) sweep(now int64) {
+	deadline := time.Now().Add(passBudget)
+	upper := binary.BigEndian.AppendUint64([]byte{prefixExp}, uint64(now)+1)
+	for time.Now().Before(deadline) {
+		keys, err := db.scan([]byte{prefixExp}, upper, chunkSize)
+		if err != nil || len(keys) == 0 {
+			return
+		}
+		db.sweepChunk(keys)
+		if len(keys) < chunkSize {
+			return
+		}
+	}
+}
+
+func (db *DB) sweepChunk(xkeys [][]byte) {
+	pb := db.pdb.NewBatch()
+	defer pb.Close()
+	var deltas []epochDelta
+	var swept uint64
+	var scr []byte
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	for _, xk := range xkeys {
+		exptime, epoch, key, ok := parseExpKey(xk)
+		_ = pb.Delete(xk, nil)
+		if !ok || !db.mu.epochs.live(epoch) {
+			continue
+		}
+		where, err := db.lookupOpen(key)
+		if err != nil || !where.Present || where.Epoch != epoch || where.Exptime != exptime {
+			continue // not the current record: the x entry alone is stale
+		}
+		scr = appendDataKey(scr[:0], epoch, key)
+		_ = pb.Delete(scr, nil)
+		scr = appendIndexKey(scr[:0], key)
+		_ = pb.Delete(scr, nil)
+		deltas = append(deltas, epochDelta{epoch, -1, -int64(where.Size)})
+		swept++
+	}
+	if err := db.pdb.Apply(pb, pebble.NoSync); err != nil || db.failed() != nil {
+		return
+	}
+	db.mu.epochs.apply(deltas)
+	if swept > 0 {
+		db.sweepGen.Add(1) // Locations read before may name swept records
+		db.st.swept.Add(swept)
+	}
+}
+
+// scan returns copies of up to n keys in [lower, upper).
+func (db *DB) scan(lower, upper []byte, n int) ([][]byte, error) {
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	for ok := it.First(); ok && len(keys) < n; ok = it.Next() {
+		keys = append(keys, append([]byte(nil), it.Key()...))
+	}
+	return keys, errors.Join(it.Error(), it.Close())
+}
+
+// cleanStale removes the k entries Get found pointing at dead epochs.
+func (db *DB) cleanStale() {
+	db.stale.Lock()
+	keys := db.stale.keys
+	db.stale.keys = nil
+	db.stale.Unlock()
+	if len(keys) > 0 {
+		db.deleteDeadIndex(keys)
+	}
+}
+
+// deleteDeadIndex deletes the k keys that (still) point at dead epochs.
+func (db *DB) deleteDeadIndex(kkeys [][]byte) {
+	pb := db.pdb.NewBatch()
+	defer pb.Close()
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	for _, k := range kkeys {
+		v, closer, err := db.pdb.Get(k)
+		if err != nil {
+			continue
+		}
+		dead := len(v) != 4 || !db.mu.epochs.live(binary.BigEndian.Uint32(v))
+		closer.Close()
+		if dead {
+			_ = pb.Delete(k, nil)
+		}
+	}
+	if !pb.Empty() {
+		_ = db.pdb.Apply(pb, pebble.NoSync)
+	}
+}
+
+// indexPass walks k and x once after epochs died, in chunks, removing the
+// entries that point at dead epochs.
+func (db *DB) indexPass() {
+	db.mu.Lock()
+	dirty := db.mu.indexDirty
+	db.mu.indexDirty = false
+	db.mu.Unlock()
+	c := &db.maintainMu
+	if dirty && c.indexCursor == nil {
+		c.indexCursor, c.expCursor = []byte{prefixIndex}, []byte{prefixExp}
+	}
+	deadline := time.Now().Add(passBudget)
+	for c.indexCursor != nil && time.Now().Before(deadline) {
+		it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: c.indexCursor, UpperBound: []byte{prefixIndex + 1}})
+		if err != nil {
+			return
+		}
+		var dead [][]byte
+		n := 0
+		ok := it.First()
+		for ; ok && n < 4*chunkSize; ok = it.Next() {
+			n++
+			if v := it.Value(); len(v) != 4 || !db.epochLive(binary.BigEndian.Uint32(v)) {
+				dead = append(dead, append([]byte(nil), it.Key()...))
+			}
+		}
+		if ok {
+			c.indexCursor = append([]byte(nil), it.Key()...)
+		} else {
+			c.indexCursor = nil
+		}
+		_ = it.Close()
+		if len(dead) > 0 {
+			db.deleteDeadIndex(dead)
+		}
+	}
+	for c.expCursor != nil && time.Now().Before(deadline) {
+		keys, err := db.scan(c.expCursor, []byte{prefixExp + 1}, 4*chunkSize)
+		if err != nil {
+			return
+		}
+		pb := db.pdb.NewBatch()
+		for _, k := range keys {
+			// An x entry of a dead epoch can never become live again.
+			if _, e, _, ok := parseExpKey(k); !ok || !db.epochLive(e) {
+				_ = pb.Delete(k, nil)
+			}
+		}
+		if !pb.Empty() {
+			_ = db.pdb.Apply(pb, pebble.NoSync)
+		}
+		_ = pb.Close()
+		if len(keys) < 4*chunkSize {
+			c.expCursor = nil
+		} else {
+			c.expCursor = append(keys[len(keys)-1], 0)
+		}
+	}
+}
+
+// trimLog drops the head of the log beyond LogRetentionBytes or older than
+// LogRetentionAge, with one range deletion per pass. The newest entry is
+// always kept.
+func (db *DB) trimLog(now time.Time) {
+	first, last := db.logFirst.Load(), db.lastSeq.Load()
+	if first >= last {
+		return
+	}
+	cutoff := now.Add(-db.opts.LogRetentionAge).UnixMilli()
+	db.mu.Lock()
+	excess := db.mu.logBytes - db.opts.LogRetentionBytes
+	db.mu.Unlock()
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: appendLogKey(nil, first), UpperBound: appendLogKey(nil, last)})
+	if err != nil {
+		return
+	}
+	newFirst, removed := first, int64(0)
+	var e LogEntry
+	deadline := time.Now().Add(passBudget)
+	for ok := it.First(); ok && time.Now().Before(deadline); ok = it.Next() {
+		old := decodeLogEntry(it.Value(), &e) == nil && e.Time < cutoff
+		if !old && removed >= excess {
+			break
+		}
+		newFirst = binary.BigEndian.Uint64(it.Key()[1:]) + 1
+		removed += int64(len(it.Key()) + len(it.Value()))
+	}
+	_ = it.Close()
+	if newFirst == first {
+		return
+	}
+	pb := db.pdb.NewBatch()
+	defer pb.Close()
+	_ = pb.DeleteRange(appendLogKey(nil, first), appendLogKey(nil, newFirst), nil)
+	_ = pb.Set(metaLogFirst, u64(newFirst), nil)
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := db.pdb.Apply(pb, pebble.NoSync); err != nil || db.failed() != nil {
+		return
+	}
+	db.logFirst.Store(newFirst)
+	db.mu.logBytes -= removed
+}
+
+// recount rebuilds the item and byte counters after an unclean shutdown.
+// Under the commit mutex it takes a Pebble snapshot and zeroes the
+// counters, which from then on hold the deltas of later commits and sweeps;
+// it scans the d ranges of the snapshot and adds the counts of each epoch
+// still live at the end. Scanned(snapshot) + deltas(after it) is exact.
+func (db *DB) recount() {
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed.Load() {
+		return
+	}
+	db.mu.Lock()
+	snap := db.pdb.NewSnapshot()
+	lo, cur := db.mu.epochs.lo, db.mu.epochs.cur
+	for i := range db.mu.epochs.stat {
+		db.mu.epochs.stat[i] = epochStat{}
+	}
+	db.mu.Unlock()
+	defer snap.Close()
+	counts := make([]epochStat, cur-lo+1)
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: dataPrefix(lo), UpperBound: dataPrefix(cur + 1)})
+	if err != nil {
+		db.log.Error("recount failed", "err", err)
+		return
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		if db.closed.Load() {
+			_ = it.Close()
+			return // counts stay partial; the next open recounts (clean stays 0)
+		}
+		e, key, ok := parseDataKey(it.Key())
+		if !ok || e < lo || e > cur {
+			continue
+		}
+		counts[e-lo].items++
+		counts[e-lo].bytes += int64(len(key) + len(it.Value()))
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		db.log.Error("recount failed", "err", err)
+		return
+	}
+	db.mu.Lock()
+	for i, c := range counts {
+		if e := lo + uint32(i); db.mu.epochs.live(e) {
+			s := db.mu.epochs.at(e)
+			s.items += c.items
+			s.bytes += c.bytes
+		}
+	}
+	db.recounting.Store(false)
+	db.mu.Unlock()
+	db.log.Info("disk item counters rebuilt after an unclean shutdown")
+}
