@@ -36,9 +36,18 @@ const (
 	// NonNumeric: incr/decr of a value that is not a decimal 64-bit unsigned
 	// (CLIENT_ERROR cannot increment or decrement non-numeric value).
 	NonNumeric
+	// DiskFull: the disk tier refused the write because it is at its limit
+	// in persistent mode (lsm.ErrDiskFull). Nothing changed; reads keep
+	// working. Reply as memcached does when memory is exhausted:
+	// SERVER_ERROR out of memory storing object.
+	DiskFull
+	// DiskError: the disk tier failed to commit the write (an I/O error,
+	// or the disk was closed). Nothing changed. Reply SERVER_ERROR disk
+	// write failed.
+	DiskError
 )
 
-var statusNames = [...]string{"OK", "NotStored", "Exists", "NotFound", "TooLarge", "NoMemory", "NonNumeric"}
+var statusNames = [...]string{"OK", "NotStored", "Exists", "NotFound", "TooLarge", "NoMemory", "NonNumeric", "DiskFull", "DiskError"}
 
 func (s Status) String() string {
 	if int(s) < len(statusNames) {

@@ -154,6 +154,7 @@ const (
 	hdrValueLen = 0  // u32
 	hdrKeyLen   = 4  // u8
 	hdrBits     = 5  // u8
+	hdrExt      = 6  // u16 extension marks (extLoc)
 	hdrFlags    = 8  // u32 client flags
 	hdrExptime  = 12 // u32 relative time, 0 = never
 	hdrTime     = 16 // u32 relative time of last access/store
@@ -178,19 +179,46 @@ type header struct {
 	valueLen uint32
 	keyLen   uint8
 	bits     uint8
-	flags    uint32
-	exptime  uint32
-	time     uint32
-	cas      uint64
+	// ext holds extension marks (extLoc); 0 in memory mode.
+	ext     uint16
+	flags   uint32
+	exptime uint32
+	time    uint32
+	cas     uint64
+
+	// loc is the disk location trailer, present when ext&extLoc: where the
+	// item's record is on disk, so that overwriting a RAM-resident key
+	// needs no disk read. Not part of the 28 encoded bytes: it follows the
+	// value (see doc.go) and is read and written by the tier.
+	loc diskLoc
 }
 
-func (h *header) size() uint64 { return hdrSize + uint64(h.keyLen) + uint64(h.valueLen) }
+// diskLoc is the 8-byte location trailer of a RAM record in disk mode:
+// the lsm epoch and on-disk size of the item's current record (its expiry
+// is the header's).
+type diskLoc struct {
+	epoch, size uint32
+}
+
+const (
+	// extLoc marks a record followed by a diskLoc trailer.
+	extLoc  = 0x0001
+	locSize = 8
+)
+
+func (h *header) size() uint64 {
+	n := hdrSize + uint64(h.keyLen) + uint64(h.valueLen)
+	if h.ext&extLoc != 0 {
+		n += locSize
+	}
+	return n
+}
 
 func (h *header) encode(b *[hdrSize]byte) {
 	binary.LittleEndian.PutUint32(b[hdrValueLen:], h.valueLen)
 	b[hdrKeyLen] = h.keyLen
 	b[hdrBits] = h.bits
-	b[6], b[7] = 0, 0
+	binary.LittleEndian.PutUint16(b[hdrExt:], h.ext)
 	binary.LittleEndian.PutUint32(b[hdrFlags:], h.flags)
 	binary.LittleEndian.PutUint32(b[hdrExptime:], h.exptime)
 	binary.LittleEndian.PutUint32(b[hdrTime:], h.time)
@@ -201,6 +229,7 @@ func (h *header) decode(b *[hdrSize]byte) {
 	h.valueLen = binary.LittleEndian.Uint32(b[hdrValueLen:])
 	h.keyLen = b[hdrKeyLen]
 	h.bits = b[hdrBits]
+	h.ext = binary.LittleEndian.Uint16(b[hdrExt:])
 	h.flags = binary.LittleEndian.Uint32(b[hdrFlags:])
 	h.exptime = binary.LittleEndian.Uint32(b[hdrExptime:])
 	h.time = binary.LittleEndian.Uint32(b[hdrTime:])
@@ -211,6 +240,25 @@ func (r *ring) readHeader(pos uint64, h *header) {
 	var b [hdrSize]byte
 	r.read(pos, b[:])
 	h.decode(&b)
+}
+
+// locPos is the position of the location trailer of the record at pos.
+func (h *header) locPos(pos uint64) uint64 {
+	return pos + hdrSize + uint64(h.keyLen) + uint64(h.valueLen)
+}
+
+func (r *ring) readLoc(pos uint64, h *header) {
+	var b [locSize]byte
+	r.read(h.locPos(pos), b[:])
+	h.loc.epoch = binary.LittleEndian.Uint32(b[0:])
+	h.loc.size = binary.LittleEndian.Uint32(b[4:])
+}
+
+func (r *ring) writeLoc(pos uint64, h *header) {
+	var b [locSize]byte
+	binary.LittleEndian.PutUint32(b[0:], h.loc.epoch)
+	binary.LittleEndian.PutUint32(b[4:], h.loc.size)
+	r.write(h.locPos(pos), b[:])
 }
 
 func (r *ring) writeHeader(pos uint64, h *header) {

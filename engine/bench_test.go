@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -67,4 +68,57 @@ func BenchmarkSetParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// BenchmarkSetOverwrite is a set-heavy overwrite workload: random keys of a
+// working set sized to a fraction of the limit, random value sizes (1 to
+// 1500 bytes), nine sets to one get. At 60% the working set fits and no
+// set may evict; at 150% it does not.
+func BenchmarkSetOverwrite(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		frac float64
+	}{{"fits-60%", 0.6}, {"overflow-150%", 1.5}} {
+		b.Run(bc.name, func(b *testing.B) {
+			const (
+				limit    = 64 << 20
+				maxValue = 1500
+			)
+			e := newTestEngine(b, clock.NewFake(testStart), limit, 1<<20)
+			keys := make([][]byte, int(bc.frac*limit/(hdrSize+8+maxValue/2)))
+			for i := range keys {
+				keys[i] = []byte("ow:" + strconv.Itoa(i))
+			}
+			rng := rand.NewPCG(1, 2)
+			next := func() (key []byte, size int) {
+				x := rng.Uint64()
+				return keys[(x>>32)%uint64(len(keys))], 1 + int(uint32(x)%maxValue)
+			}
+			value := make([]byte, maxValue)
+			a := &StoreArgs{}
+			for i := range keys { // fill, then overwrite until the logs wrap
+				_, size := next()
+				e.Store(keys[i], value[:size], a)
+			}
+			for range 2 * len(keys) {
+				key, size := next()
+				e.Store(key, value[:size], a)
+			}
+			dst := make([]byte, 0, maxValue)
+			g := &GetArgs{}
+			ev := e.Stats().Evictions
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				key, size := next()
+				if i%10 == 9 {
+					dst, _, _ = e.Get(dst[:0], key, g)
+				} else {
+					e.Store(key, value[:size], a)
+				}
+				i++
+			}
+			b.ReportMetric(float64(e.Stats().Evictions-ev)/float64(i), "evictions/op")
+		})
+	}
 }

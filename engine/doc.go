@@ -1,5 +1,6 @@
 // Package engine implements memcached 1.6.18 semantics over a bounded RAM
-// tier that holds no Go pointer per item.
+// tier that holds no Go pointer per item, optionally as a write-through
+// cache over a disk tier (package lsm) that is then the system of record.
 //
 // # Contract
 //
@@ -25,6 +26,44 @@
 // that meets an expired or flushed item counts get_expired/get_flushed, as
 // do_item_get does). Time is memcached's relative time: seconds since
 // "process start", 62 seconds before New, taken from Options.Clock.
+//
+// # Disk tier
+//
+// Options.Disk nil is memory mode: the RAM tier alone, memcached's
+// behaviour exactly. With a Disk (docs/disk-tier.md; tier.go):
+//
+//   - Write path: every mutation (set/add/replace/append/prepend/cas,
+//     incr/decr, touch, gat, mg T/N, md and md I, ms I, flush_all) takes
+//     its key's stripe lock (1024 padded mutexes indexed by the low hash
+//     bits), reads the current item from RAM or else the disk, computes the
+//     result with the same rules as memory mode, assigns the CAS and a
+//     version (hlc.go: 48 bits of unix ms, 16 of logical counter, seeded
+//     above the disk's high-water mark; node = Disk.NodeID()), commits one
+//     lsm batch, then updates RAM and answers. A failed commit leaves RAM
+//     untouched and answers DiskFull or DiskError. No shard lock is held
+//     during I/O. The CAS counter restarts above Disk.CASHighWater() and
+//     reserves blocks of 65536 values with the batch that crosses one.
+//   - Read path: a RAM hit takes no stripe lock and costs what it costs in
+//     memory mode. A miss reads the disk under the stripe lock, applies
+//     the expiry and flush rules (persisted times are absolute unix
+//     seconds; the flush marker is loaded at New, and the process start is
+//     moved before it so that relative times stay positive), and promotes
+//     the item into RAM when its shard has free room (warm-up after a
+//     restart) or when it is read from disk a second time while its
+//     fingerprint is still in a small direct-mapped table (pointer-free,
+//     one uint32 per slot), so a scan does not push the hot set out.
+//     GetMulti serves RAM hits first and reads the misses in key order.
+//   - RAM-only state: win tokens, fetched/active bits, last access and the
+//     S3-FIFO frequency. An item evicted from RAM forgets them. The stale
+//     mark, flags, expiry, CAS and binary-key mark are persisted.
+//   - Each RAM record carries its disk location (epoch and on-disk size,
+//     an 8-byte trailer marked by extLoc in the header's ext field), so an
+//     overwrite of a RAM-resident key passes the location to the batch and
+//     reads nothing. Locations are rebuilt without the lsm's sweep
+//     generation, so after a sweep the batch re-checks them itself.
+//   - Stats: curr_items is the disk's item count, bytes the RAM tier's,
+//     evictions the items the disk dropped (cache mode), RAMEvictions the
+//     RAM copies dropped, plus disk reads, misses and promotions.
 //
 // # RAM tier
 //
@@ -69,7 +108,7 @@
 //
 //	 0               4       5       6               8
 //	+---------------+-------+-------+---------------+
-//	| value length  |keylen | bits  |   reserved    |
+//	| value length  |keylen | bits  |  ext (u16)    |
 //	+---------------+-------+-------+---------------+
 //	 8              12              16              20
 //	+---------------+---------------+---------------+
@@ -79,6 +118,10 @@
 //	+-------------------------------+--------- - - -+---------- - - -+
 //	|            CAS (u64)          | key (keylen)  | value          |
 //	+-------------------------------+--------- - - -+---------- - - -+
+//
+//	In disk mode a record may be followed by an 8-byte location trailer
+//	(epoch u32, on-disk size u32), present when bit 0 of the u16 at
+//	offset 6 (ext, reserved in memory mode) is set; it counts in the size.
 //
 //	bits: 0-1 S3-FIFO frequency (0..3)  2 fetched  3 active
 //	      4 stale  5 win token sent  6 dead (unlinked)
@@ -97,13 +140,33 @@
 // at a head are skipped, expired or flushed ones reclaimed; a small record
 // that was hit moves to main (frequency reset), one that was not is evicted
 // and remembered in the ghost; a main record that was hit is re-appended
-// with its frequency decremented, one that was not is evicted. The bytes
-// moved per store are bounded (max(4 x record, 64 KiB)); beyond that, and
-// for records larger than a chunk, records are evicted whatever their
-// frequency. Two chunks per shard are kept free so that moves find room.
-// Overwrites keep the key's frequency and queue. In the trace-driven
-// simulation (sim_test.go) this beats a model of memcached's segmented LRU
-// with the same byte budget on Zipf and scan-polluted traces.
+// with its frequency decremented, one that was not is evicted.
+//
+// Evicting is only right when live data does not fit. Overwritten and
+// deleted records are dead space in the logs until a head passes them, so
+// a shard can run out of chunks with far less live data than its budget.
+// Therefore a record that was not hit (or one past the cap below) is moved
+// to the tail of main too instead of evicted while the shard's live bytes
+// plus the incoming record stay within its budget less a cleaning headroom
+// of 1/8 of the budget and six chunks (the reserve, and the partly used
+// chunks at the ends of the logs): memcached, which frees the old slot on
+// overwrite, does not evict then either. A working set of up to about 70%
+// of MemoryLimit (the headroom less the imbalance between shards) is not
+// evicted however often it is overwritten (overwrite_test.go). A
+// move frees no room by itself; the room comes from the dead records the
+// head passes next, and the headroom guarantees at least 1 dead byte per 7
+// live ones, so these moves are amortised O(1) (shard.go, makeRoom). When
+// the live data does not fit, nothing differs from S3-FIFO.
+//
+// The bytes moved per store are bounded: for records that were hit
+// max(4 x record, 64 KiB), as S3-FIFO has it; in all, four times the
+// larger of the record and a chunk (room is freed in whole chunks), at
+// least as much. Beyond that, and for records larger than a chunk, records
+// are evicted whatever their frequency. Two chunks
+// per shard are kept free so that moves find room. Overwrites keep the
+// key's frequency and queue. In the trace-driven simulation (sim_test.go)
+// this beats a model of memcached's segmented LRU with the same byte budget
+// on Zipf and scan-polluted traces.
 //
 // Expired items are reclaimed lazily when met and by the crawler, a
 // goroutine started by New (Options.CrawlerInterval) that walks every log

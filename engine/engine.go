@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tcache/tcache/internal/clock"
+	"github.com/tcache/tcache/lsm"
 )
 
 // Options configure an Engine. Every field documents its default; call
@@ -29,6 +30,11 @@ type Options struct {
 	Clock clock.Clock
 	// Logger receives operational messages. Default slog.Default().
 	Logger *slog.Logger
+	// Disk is the disk tier, the system of record: every mutation is
+	// committed to it before the RAM tier is updated, and RAM misses read
+	// it (docs/disk-tier.md). The caller opens it before New and closes it
+	// after Close. Default nil: memory mode, memcached's behaviour exactly.
+	Disk *lsm.DB
 }
 
 // Defaults and limits of Options.
@@ -121,7 +127,10 @@ type Engine struct {
 	oldestCAS  atomic.Uint64 // settings.oldest_cas
 	cmdFlush   atomic.Uint64
 
-	scratch sync.Pool // *[]byte for append/prepend
+	scratch sync.Pool // *[]byte for append/prepend and disk reads
+
+	// tier is the disk tier's state; nil in memory mode.
+	tier *tier
 
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -131,6 +140,15 @@ type Engine struct {
 // New validates opts, maps the arena and starts the crawler (unless
 // opts.CrawlerInterval < 0). The caller must Close the engine.
 func New(opts Options) (*Engine, error) {
+	var d diskStore
+	if opts.Disk != nil {
+		d = &lsmDisk{db: opts.Disk}
+	}
+	return newEngine(opts, d)
+}
+
+// newEngine is New over any diskStore (nil: memory mode); tests pass fakes.
+func newEngine(opts Options, d diskStore) (*Engine, error) {
 	opts.EnsureDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -144,6 +162,9 @@ func New(opts Options) (*Engine, error) {
 		done:  make(chan struct{}),
 	}
 	e.started = e.clock.Now().Unix() - itemUpdateInterval - 2
+	if d != nil {
+		e.tier = newTier(e, d)
+	}
 
 	n := opts.MemoryLimit / (itemsPerShardMax * int64(opts.MaxItemSize))
 	n = min(max(n, 1), maxShards)
@@ -249,7 +270,15 @@ func (e *Engine) abs(rel int64) int64 {
 // invalidates every item with a smaller CAS than the next one (so items
 // stored later in the same second survive). A flush consumes a CAS value
 // when it takes effect within a second, as memcached's does.
-func (e *Engine) FlushAll(delay int64) {
+//
+// With a disk tier the flush marker is committed first (so a delayed flush
+// still happens after a restart); FlushAll ignores a commit failure (it is
+// logged and counted), Flush reports it.
+func (e *Engine) FlushAll(delay int64) { e.Flush(delay) }
+
+// Flush is FlushAll returning its outcome: OK, or DiskFull / DiskError
+// when the disk tier could not persist the marker (nothing is flushed).
+func (e *Engine) Flush(delay int64) Status {
 	e.cmdFlush.Add(1)
 	now := e.now()
 	newOldest := now
@@ -257,10 +286,14 @@ func (e *Engine) FlushAll(delay int64) {
 		newOldest = e.realtime(delay, now)
 	}
 	oldest := newOldest - 1
+	if e.tier != nil {
+		return e.tier.flush(oldest, now)
+	}
 	e.oldestLive.Store(oldest)
 	if oldest <= now {
 		e.oldestCAS.Store(e.casID.Add(1))
 	}
+	return OK
 }
 
 // flushed is memcached's item_is_flushed.

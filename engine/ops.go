@@ -19,6 +19,9 @@ func (e *Engine) Get(dst, key []byte, a *GetArgs) (value []byte, info ItemInfo, 
 	s, h := e.shardFor(key)
 	now := e.now()
 	var it item
+	if e.tier != nil {
+		return e.tier.get(s, h, dst, key, a, now)
+	}
 	s.mu.Lock()
 	if !s.lookup(e, h, key, now, &it) {
 		// mg N: create an empty item and hand this caller the win token.
@@ -36,6 +39,9 @@ func (e *Engine) Get(dst, key []byte, a *GetArgs) (value []byte, info ItemInfo, 
 				it.hdr.exptime = uint32(e.realtime(a.Exptime, now))
 			}
 			created = s.insert(e, h, key, &it.hdr, nil, nil, false, now)
+			if created {
+				s.mu.c.totalItems++
+			}
 		}
 		switch {
 		case a.Touch && (created || !a.Meta):
@@ -65,8 +71,20 @@ func (e *Engine) Get(dst, key []byte, a *GetArgs) (value []byte, info ItemInfo, 
 		s.mu.Unlock()
 		return dst, info, true
 	}
-	hd := &it.hdr
-	info = e.info(hd, now)
+	info = e.hit(s, &it.hdr, a, now)
+	it.r.writeHeader(it.pos, &it.hdr)
+	if !a.NoValue {
+		dst = it.r.appendTo(dst, it.valuePos(), int(it.hdr.valueLen))
+	}
+	s.mu.Unlock()
+	return dst, info, true
+}
+
+// hit applies the side effects of a Get hit to hd (touch, win token, bump)
+// and counts it; it returns the item's description. The caller holds s.mu
+// and writes hd back.
+func (e *Engine) hit(s *shard, hd *header, a *GetArgs, now int64) ItemInfo {
+	info := e.info(hd, now)
 	prevExptime := hd.exptime
 	if a.Touch {
 		hd.exptime = uint32(e.realtime(a.Exptime, now))
@@ -96,12 +114,7 @@ func (e *Engine) Get(dst, key []byte, a *GetArgs) (value []byte, info ItemInfo, 
 	if !a.NoBump {
 		bump(hd, now)
 	}
-	it.r.writeHeader(it.pos, hd)
-	if !a.NoValue {
-		dst = it.r.appendTo(dst, it.valuePos(), int(hd.valueLen))
-	}
-	s.mu.Unlock()
-	return dst, info, true
+	return info
 }
 
 // bump is memcached's do_item_bump for the segmented LRU (an item becomes
@@ -184,6 +197,9 @@ func (e *Engine) Store(key, value []byte, a *StoreArgs) (Status, uint64) {
 	}
 	s, h := e.shardFor(key)
 	now := e.now()
+	if e.tier != nil {
+		return e.tier.store(s, h, key, value, a, now)
+	}
 	var it item
 	n := uint64(hdrSize + len(key) + len(value))
 	if !e.sizeOK(len(key), a.Flags, len(value)) || !s.fits(n) {
@@ -232,6 +248,7 @@ func (e *Engine) Store(key, value []byte, a *StoreArgs) (Status, uint64) {
 				s.mu.c.outOfMemory++
 				return NoMemory, 0
 			}
+			s.mu.c.totalItems++
 			return OK, hd.cas
 		default:
 			return NotStored, 0
@@ -295,6 +312,7 @@ func (e *Engine) Store(key, value []byte, a *StoreArgs) (Status, uint64) {
 		} else {
 			s.insert(e, h, key, &hd, value, buf, inMain, now)
 		}
+		s.mu.c.totalItems++
 		*bp = buf
 		e.scratch.Put(bp)
 		return OK, hd.cas
@@ -302,6 +320,7 @@ func (e *Engine) Store(key, value []byte, a *StoreArgs) (Status, uint64) {
 	s.unlink(&it)
 	hd.cas = e.nextCAS()
 	s.insert(e, h, key, &hd, value, nil, inMain, now)
+	s.mu.c.totalItems++
 	return OK, hd.cas
 }
 
@@ -325,6 +344,9 @@ func (e *Engine) getScratch() *[]byte {
 func (e *Engine) Arith(key []byte, a *ArithArgs) (uint64, ItemInfo, Status) {
 	s, h := e.shardFor(key)
 	now := e.now()
+	if e.tier != nil {
+		return e.tier.arith(s, h, key, a, now)
+	}
 	var it item
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -352,6 +374,7 @@ func (e *Engine) Arith(key []byte, a *ArithArgs) (uint64, ItemInfo, Status) {
 		if !s.insert(e, h, key, &it.hdr, digits, nil, false, now) {
 			return 0, ItemInfo{}, NoMemory
 		}
+		s.mu.c.totalItems++
 		info := e.info(&it.hdr, now)
 		info.PrevExptime, info.PrevTTL = 0, -1
 		info.Created = true
@@ -398,6 +421,7 @@ func (e *Engine) Arith(key []byte, a *ArithArgs) (uint64, ItemInfo, Status) {
 	nh := header{flags: hd.flags, exptime: hd.exptime, time: uint32(now), cas: hd.cas, bits: hd.bits & bitFreqMask}
 	s.unlink(&it)
 	s.insert(e, h, key, &nh, digits, nil, inMain, now) // cannot fail after unlink
+	s.mu.c.totalItems++
 	info := e.info(&nh, now)
 	info.PrevExptime, info.PrevTTL = prevExptime, prevTTL
 	return v, info, OK
@@ -406,7 +430,11 @@ func (e *Engine) Arith(key []byte, a *ArithArgs) (uint64, ItemInfo, Status) {
 // parseUint reads a uint64 from the n value bytes at pos like memcached's
 // safe_strtoull over the value followed by "\r\n".
 func parseUint(r *ring, pos uint64, n int) (uint64, bool) {
-	at := func(i int) byte { return r.at(pos + uint64(i)) }
+	return parseDecimal(n, func(i int) byte { return r.at(pos + uint64(i)) })
+}
+
+// parseDecimal is safe_strtoull over the n bytes that at returns.
+func parseDecimal(n int, at func(int) byte) (uint64, bool) {
 	isSpace := func(b byte) bool { return b == ' ' || (b >= '\t' && b <= '\r') }
 	i := 0
 	for i < n && isSpace(at(i)) {
@@ -456,6 +484,9 @@ func parseUint(r *ring, pos uint64, n int) (uint64, bool) {
 func (e *Engine) Delete(key []byte, a *DeleteArgs) Status {
 	s, h := e.shardFor(key)
 	now := e.now()
+	if e.tier != nil {
+		return e.tier.delete(s, h, key, a, now)
+	}
 	var it item
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -486,6 +517,9 @@ func (e *Engine) Delete(key []byte, a *DeleteArgs) Status {
 func (e *Engine) Touch(key []byte, exptime int64) Status {
 	s, h := e.shardFor(key)
 	now := e.now()
+	if e.tier != nil {
+		return e.tier.touch(s, h, key, exptime, now)
+	}
 	var it item
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -47,6 +47,7 @@ type counters struct {
 	crawlerReclaimed, crawlerChecked                   uint64
 	outOfMemory, tooLarge                              uint64
 	movesToMain, movesWithinMain, ghostHits            uint64
+	movesForRoom                                       uint64
 }
 
 // init gives the shard the chunks [first, first+n) of mem, each cs bytes,
@@ -230,7 +231,8 @@ const reserveChunks = 2
 // unless h is in the ghost or the record is larger than small. The caller
 // has checked s.fits. insert reports false, storing nothing, only when the
 // index is full and cannot grow (mmap failed); it cannot fail right after
-// an unlink.
+// an unlink. Callers count total_items (a promotion from disk is not a
+// store).
 func (s *shard) insert(e *Engine, h uint64, key []byte, hd *header, v1, v2 []byte, toMain bool, now int64) bool {
 	if !s.mu.index.reserve() {
 		return false
@@ -254,41 +256,114 @@ func (s *shard) insert(e *Engine, h uint64, key []byte, hd *header, v1, v2 []byt
 	r.write(p, v1)
 	p += uint64(len(v1))
 	r.write(p, v2)
+	if hd.ext&extLoc != 0 {
+		r.writeLoc(pos, hd)
+	}
 	r.tail += n
 	s.mu.index.insert(h, s.refOf(r, pos))
 	s.mu.items++
 	s.mu.bytes += n
-	s.mu.c.totalItems++
 	return true
 }
 
-// makeRoom frees chunks until n more bytes fit at the tail of r, with the
-// S3-FIFO rules (keeping reserveChunks free for moves): eviction takes from the small queue while it holds more
-// than its target share, else from main. Dead records at a head are skipped,
-// expired and flushed ones reclaimed; in small, a record that was hit moves
-// to main and one that was not is evicted (its hash goes to the ghost); in
-// main, a record that was hit is re-appended with its frequency decremented
-// and one that was not is evicted. The bytes moved in one call are bounded;
-// past the budget records are evicted whatever their frequency.
+// makeRoom frees chunks until n more bytes fit at the tail of r, keeping
+// reserveChunks free for moves. It takes records from the head of the small
+// queue while that holds more than its target share, else from main, and
+// disposes of each (evictHead):
+//
+//   - a dead record is skipped, an expired or flushed one reclaimed;
+//   - S3-FIFO: a small record that was hit moves to main (frequency reset),
+//     a main record that was hit is re-appended to main with its frequency
+//     decremented;
+//   - live data fits: a record that was not hit (frequency left at 0), or
+//     a hit one past S3-FIFO's cap on moves, is moved too (small -> main or
+//     main -> main) when the shard's live bytes plus the incoming n are
+//     within the budget less the cleaning headroom (s.roomFor), because its
+//     eviction is not needed: the room will come from dead records
+//     (overwritten, deleted, expired) further on;
+//   - otherwise the record is evicted (hash remembered in the ghost when it
+//     leaves small).
+//
+// A call is bounded: moves copy at most s.capsFor(n).room bytes (of which
+// moves of hit records at most .hit, S3-FIFO's cap as it always was), and
+// past that every live record met is evicted whatever its frequency.
+// A move spends at least hdrSize bytes of the cap and every other step
+// removes a record from the shard for good, and an empty shard has room for
+// any record that s.fits, so the loop ends.
+//
+// Moves for room are amortised O(1). A move takes at the tail as many bytes
+// as it frees at the head, so room only ever comes from dead bytes. The
+// logs are FIFOs: a moved record goes behind everything now in them, so
+// between two moves of the same record the heads pass, and reclaim, every
+// byte that was dead. While moves for room are allowed, live bytes L <=
+// budget - headroom, and the logs fill the shard but for the free and
+// partly used chunks (roomSlackChunks), so they hold at least
+// budget/roomHeadroomDiv dead bytes against at most L moved: at most 7
+// bytes copied per byte reclaimed, about 1.5 with 60% of the shard live.
+// (S3-FIFO's moves of hit records are paid for by the hits, as before.)
+// Room is freed a chunk at a time, so the cap is four chunks or four
+// records: a call whose head region is live beyond 4 parts in 5 evicts
+// once the cap is spent, and later calls reach the dead bytes. That happens
+// only close to the headroom or when the dead bytes are bunched far from
+// the head; a shard 99% full of live data never moves for room and runs
+// S3-FIFO as before (TestMakeRoomBounded).
 func (s *shard) makeRoom(e *Engine, r *ring, n uint64, now int64) {
-	budget := max(4*n, 64<<10)
+	caps := s.capsFor(n)
 	for {
 		k := r.chunksNeeded(n)
 		if len(s.mu.free) >= k+reserveChunks {
 			s.grow(r, k)
 			return
 		}
-		s.evictOne(e, &budget, now)
+		s.evictOne(e, n, &caps, now)
 	}
 }
 
-// evictOne disposes of one head record of the queue S3-FIFO picks.
-func (s *shard) evictOne(e *Engine, budget *uint64, now int64) {
+// moveCaps are the bytes one makeRoom call may still move: every move
+// spends from both; a record that was hit moves only while hit covers it,
+// one that was not (for room) while room does. room >= hit throughout.
+type moveCaps struct{ hit, room uint64 }
+
+// capsFor returns the caps for making room for n bytes: S3-FIFO's cap on
+// moves of hit records, four times the record and at least 64 KiB; and a
+// cap on all moves of four times what the call must free, which is the
+// record or, since room comes in whole chunks, a chunk (at least the
+// former).
+func (s *shard) capsFor(n uint64) moveCaps {
+	hit := max(4*n, 64<<10)
+	return moveCaps{hit: hit, room: max(hit, 4*s.cs)}
+}
+
+// roomHeadroomDiv and roomSlackChunks size the headroom that live data must
+// leave for makeRoom to move records for room instead of evicting them:
+// budget/8 of dead space for cleaning (it bounds the bytes copied per
+// byte reclaimed, see makeRoom), plus the reserve and one partly used chunk
+// at each end of either log. A smaller headroom keeps more live data when
+// the working set does not fit, at a steeply higher copying cost per store:
+// with the slack chunks alone, a working set of 150% of the budget keeps
+// 95% of it live instead of 83% (TestOverwriteOverflowEvicts), but stores
+// cost about 3x (BenchmarkSetOverwrite/overflow-150%).
+const (
+	roomHeadroomDiv = 8
+	roomSlackChunks = reserveChunks + 4
+)
+
+// roomFor reports whether the shard's live records and n more bytes fit
+// within its budget less the cleaning headroom: then no live record needs
+// to be evicted to make room for n bytes.
+func (s *shard) roomFor(n uint64) bool {
+	headroom := s.budget/roomHeadroomDiv + roomSlackChunks*s.cs
+	return s.mu.bytes+n+headroom <= s.budget
+}
+
+// evictOne disposes of one head record of the queue S3-FIFO picks, to make
+// room for n bytes.
+func (s *shard) evictOne(e *Engine, n uint64, caps *moveCaps, now int64) {
 	small, main := &s.mu.small, &s.mu.main
 	if small.used() > 0 && (small.used() > s.smallTarget || main.used() == 0) {
-		s.evictHead(e, small, budget, now)
+		s.evictHead(e, small, n, caps, now)
 	} else {
-		s.evictHead(e, main, budget, now)
+		s.evictHead(e, main, n, caps, now)
 	}
 }
 
@@ -300,8 +375,9 @@ func (s *shard) hashAt(e *Engine, r *ring, pos uint64, hd *header) uint64 {
 	return maphash.Bytes(e.seed, k)
 }
 
-// evictHead disposes of the record at the head of r (see makeRoom).
-func (s *shard) evictHead(e *Engine, r *ring, budget *uint64, now int64) {
+// evictHead disposes of the record at the head of r to make room for n
+// bytes (see makeRoom).
+func (s *shard) evictHead(e *Engine, r *ring, n uint64, caps *moveCaps, now int64) {
 	var it item
 	it.r, it.pos = r, r.head
 	r.readHeader(it.pos, &it.hdr)
@@ -326,17 +402,28 @@ func (s *shard) evictHead(e *Engine, r *ring, budget *uint64, now int64) {
 	}
 	freq := it.hdr.bits & bitFreqMask
 	main := &s.mu.main
-	if freq > 0 && *budget >= sz {
-		bits := it.hdr.bits &^ bitFreqMask // small -> main: frequency reset
-		if r == main {
-			bits |= freq - 1 // main -> main tail: frequency decremented
+	// S3-FIFO moves a record that was hit (within its cap); a record that
+	// was not, or one past that cap, moves if live data fits.
+	hitMove := freq > 0 && caps.hit >= sz
+	roomMove := !hitMove && caps.room >= sz && s.roomFor(n)
+	if hitMove || roomMove {
+		bits := it.hdr.bits
+		if freq > 0 {
+			bits &^= bitFreqMask // small -> main: frequency reset
+			if r == main {
+				bits |= freq - 1 // main -> main tail: frequency decremented
+			}
 		}
 		if s.move(&it, bits) {
-			*budget -= sz
+			caps.hit -= min(caps.hit, sz)
+			caps.room -= sz
 			if r == main {
 				s.mu.c.movesWithinMain++
 			} else {
 				s.mu.c.movesToMain++
+			}
+			if roomMove {
+				s.mu.c.movesForRoom++
 			}
 			return
 		}

@@ -1,6 +1,15 @@
 package engine
 
+import "github.com/tcache/tcache/lsm"
+
 // Stats are the engine's counters, named after memcached's `stats` keys.
+//
+// With a disk tier, CurrItems counts the items stored (RAM and disk: the
+// disk's item count, since every item is on disk), Bytes stays the RAM
+// tier's bytes (at most LimitMaxbytes), Evictions counts items lost from
+// the cache entirely (records the disk dropped in cache mode), and
+// RAMEvictions counts RAM copies dropped while the item stays on disk. In
+// memory mode Evictions and RAMEvictions are equal.
 type Stats struct {
 	CmdGet, GetHits, GetMisses, GetExpired, GetFlushed uint64
 	CmdSet                                             uint64
@@ -14,6 +23,14 @@ type Stats struct {
 	Evictions, Reclaimed                               uint64
 	ExpiredUnfetched, EvictedUnfetched                 uint64
 	CrawlerReclaimed                                   uint64
+
+	RAMEvictions uint64 // tcache_ram_evictions: RAM copies dropped
+	// The disk tier (zero in memory mode).
+	DiskReads    uint64 // get_extstore: RAM misses that read the disk
+	DiskMisses   uint64 // tcache_disk_misses: disk reads that found nothing live
+	Promotions   uint64 // recache_from_extstore: items copied from disk into RAM
+	CommitErrors uint64 // tcache_disk_commit_errors: writes refused (DiskFull, DiskError)
+	ReadErrors   uint64 // tcache_disk_read_errors: disk reads that failed (served as misses)
 }
 
 // Stats returns the engine's counters, summed over the shards.
@@ -53,7 +70,26 @@ func (e *Engine) Stats() Stats {
 	}
 	st.CmdFlush = e.cmdFlush.Load()
 	st.LimitMaxbytes = uint64(e.opts.MemoryLimit)
+	st.RAMEvictions = st.Evictions
+	if t := e.tier; t != nil {
+		ds := t.disk.Stats()
+		st.CurrItems = ds.Items
+		st.Evictions = ds.DroppedItems
+		st.DiskReads = t.diskReads.Load()
+		st.DiskMisses = t.diskMisses.Load()
+		st.Promotions = t.promotions.Load()
+		st.CommitErrors = t.commitErrors.Load()
+		st.ReadErrors = t.readErrors.Load()
+	}
 	return st
+}
+
+// DiskStats returns the disk tier's figures, and false in memory mode.
+func (e *Engine) DiskStats() (lsm.Stats, bool) {
+	if e.tier == nil {
+		return lsm.Stats{}, false
+	}
+	return e.tier.disk.Stats(), true
 }
 
 // ResetStats zeroes the counters, as memcached's "stats reset" does; the
@@ -67,6 +103,13 @@ func (e *Engine) ResetStats() {
 		s.mu.Unlock()
 	}
 	e.cmdFlush.Store(0)
+	if t := e.tier; t != nil {
+		t.diskReads.Store(0)
+		t.diskMisses.Store(0)
+		t.promotions.Store(0)
+		t.commitErrors.Store(0)
+		t.readErrors.Store(0)
+	}
 }
 
 // ItemsStats describes the RAM tier for `stats items` and `stats slabs`.
@@ -95,6 +138,10 @@ type ItemsStats struct {
 	MovesToMain      uint64 // small -> main promotions (moves_to_warm)
 	MovesWithinMain  uint64 // main re-insertions (moves_within_lru)
 	GhostHits        uint64 // new items admitted straight to main by the ghost
+	// MovesForRoom counts records moved rather than evicted only because
+	// the live data fits (not hit, or past S3-FIFO's cap on moves); they
+	// are also counted in MovesToMain or MovesWithinMain.
+	MovesForRoom uint64
 }
 
 // ItemsStats returns the pseudo class's statistics.
@@ -120,6 +167,7 @@ func (e *Engine) ItemsStats() ItemsStats {
 		st.MovesToMain += c.movesToMain
 		st.MovesWithinMain += c.movesWithinMain
 		st.GhostHits += c.ghostHits
+		st.MovesForRoom += c.movesForRoom
 		st.EvictedTime = max(st.EvictedTime, uint64(max(s.mu.lastEvictedTime, 0)))
 		ns, as := s.queueStats(&s.mu.small, now)
 		nm, am := s.queueStats(&s.mu.main, now)

@@ -1,0 +1,85 @@
+package engine
+
+import (
+	"sync"
+
+	"github.com/tcache/tcache/lsm"
+)
+
+// diskStore is what the engine needs of the disk tier. *lsm.DB provides it
+// through lsmDisk; tests substitute an in-memory fake with fault injection.
+type diskStore interface {
+	NodeID() uint64
+	CASHighWater() uint64
+	HLCHighWater() uint64
+	FlushMarker() lsm.FlushMarker
+	// Get returns the record of key with its value appended to dst.
+	Get(dst, key []byte) (lsm.Record, error)
+	// Commit writes m atomically with the configured durability. On
+	// success a Put's m.rec.Where tells where the record went when the
+	// store knows (zero otherwise).
+	Commit(m *mutation) error
+	Stats() lsm.Stats
+}
+
+// mutation is one engine write: at most one Put or Delete of a key, a flush
+// marker, and a CAS reservation, committed in one batch. Each stripe owns
+// one (used under the stripe lock), so building a write allocates nothing.
+type mutation struct {
+	op         mutationOp
+	key        []byte
+	rec        lsm.Record      // opPut: the record (Value: the whole value)
+	ver        lsm.Version     // opDelete: the version of the tombstone
+	prev       lsm.Location    // opPut, opDelete: the key's current record
+	flush      bool            // write marker
+	marker     lsm.FlushMarker // the flush marker
+	reserveCAS uint64          // when non-zero: persist this CAS high-water mark
+}
+
+type mutationOp uint8
+
+const (
+	opNone mutationOp = iota
+	opPut
+	opDelete
+)
+
+// clear drops the references m holds to caller memory.
+func (m *mutation) clear() { *m = mutation{} }
+
+// lsmDisk adapts *lsm.DB to diskStore. Batches are pooled: a commit takes
+// one, fills it, commits and resets it.
+type lsmDisk struct {
+	db      *lsm.DB
+	batches sync.Pool // *lsm.Batch
+}
+
+func (d *lsmDisk) NodeID() uint64                          { return d.db.NodeID() }
+func (d *lsmDisk) CASHighWater() uint64                    { return d.db.CASHighWater() }
+func (d *lsmDisk) HLCHighWater() uint64                    { return d.db.HLCHighWater() }
+func (d *lsmDisk) FlushMarker() lsm.FlushMarker            { return d.db.FlushMarker() }
+func (d *lsmDisk) Get(dst, key []byte) (lsm.Record, error) { return d.db.Get(dst, key) }
+func (d *lsmDisk) Stats() lsm.Stats                        { return d.db.Stats() }
+
+func (d *lsmDisk) Commit(m *mutation) error {
+	b, _ := d.batches.Get().(*lsm.Batch)
+	if b == nil {
+		b = d.db.NewBatch()
+	}
+	switch m.op {
+	case opPut:
+		b.Put(m.key, &m.rec, m.prev)
+	case opDelete:
+		b.Delete(m.key, m.ver, m.prev)
+	}
+	if m.flush {
+		b.Flush(m.marker)
+	}
+	if m.reserveCAS != 0 {
+		b.ReserveCAS(m.reserveCAS)
+	}
+	err := d.db.Commit(b)
+	b.Reset()
+	d.batches.Put(b)
+	return err
+}

@@ -1,0 +1,59 @@
+package engine
+
+import (
+	"sync/atomic"
+
+	"github.com/tcache/tcache/internal/clock"
+)
+
+// hlc is a hybrid logical clock: each value is 48 bits of unix milliseconds
+// and 16 bits of logical counter, and every value handed out is greater
+// than the one before, whatever the wall clock does. When the clock stands
+// still or goes backwards the counter advances (carrying into the
+// millisecond field when it overflows), and the clock catches up once wall
+// time passes the last value again.
+//
+// Versions of replicated writes (lsm.Version.HLC) come from it; New seeds it
+// above the disk's high-water mark so that versions stay monotonic across a
+// restart even if the wall clock was set back in between.
+type hlc struct {
+	clock clock.Clock
+	last  atomic.Uint64 // the last value handed out (or the seed)
+}
+
+const hlcLogicalBits = 16
+
+// physical returns the wall clock as an HLC value with a zero counter.
+func (c *hlc) physical() uint64 {
+	ms := c.clock.Now().UnixMilli()
+	if ms < 0 {
+		ms = 0
+	}
+	return uint64(ms) << hlcLogicalBits
+}
+
+// seed makes every later value greater than v.
+func (c *hlc) seed(v uint64) { c.observe(v) }
+
+// next returns a new value greater than every value before it.
+func (c *hlc) next() uint64 {
+	p := c.physical()
+	for {
+		last := c.last.Load()
+		v := max(p, last+1)
+		if c.last.CompareAndSwap(last, v) {
+			return v
+		}
+	}
+}
+
+// observe makes every later value greater than v (a value seen on disk or
+// from a peer).
+func (c *hlc) observe(v uint64) {
+	for {
+		last := c.last.Load()
+		if v <= last || c.last.CompareAndSwap(last, v) {
+			return
+		}
+	}
+}

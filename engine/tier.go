@@ -1,0 +1,516 @@
+package engine
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tcache/tcache/lsm"
+)
+
+// This file is the disk tier's side of the engine (docs/disk-tier.md): with
+// Options.Disk the RAM tier is a write-through cache of the disk, which is
+// the system of record.
+//
+// Write path: take the key's stripe lock; read the current item (RAM, else
+// disk); compute the new item with the same memcached rules as memory mode;
+// assign CAS and version; commit one lsm batch; only then update the RAM
+// tier; release the stripe lock; answer. A failed commit leaves RAM as it
+// was and answers DiskFull or DiskError.
+//
+// Read path: a RAM hit is served as in memory mode, under the shard lock
+// only. A RAM miss takes the stripe lock (so that a concurrent delete cannot
+// be undone by a late promotion), reads the disk, applies the expiry and
+// flush rules, and promotes the item into RAM when admit says so.
+//
+// What lives only in RAM: the win token (mg W/Z), the fetched and active
+// bits, the last access time (mg h/l) and the S3-FIFO frequency. An item
+// whose RAM copy is evicted forgets them and comes back from disk as if
+// never fetched, with its store time as last access. The stale mark, flags,
+// expiry, CAS and the binary-key mark persist.
+
+// stripeCount is the number of stripe locks: a power of two well above the
+// number of writers that commit at once, so that unrelated keys rarely
+// share one.
+const stripeCount = 1024
+
+// casBlock is how many CAS values one reservation covers: the CAS counter
+// persists its high-water mark once per casBlock values, and a restart
+// skips at most that many.
+const casBlock = 1 << 16
+
+// stripe serialises the mutations of the keys that hash to it, across the
+// RAM tier and the disk, without holding a shard lock during I/O.
+type stripe struct {
+	mu struct {
+		sync.Mutex
+		mut mutation // the batch being built; guarded by mu
+	}
+	_ [64]byte // keep neighbouring stripes' locks off one cache line
+}
+
+// tier is the engine's disk-tier state.
+type tier struct {
+	e       *Engine
+	disk    diskStore
+	node    uint64 // this node's id (lsm.Version.Node)
+	clock   hlc
+	stripes []stripe
+
+	// casReserved: every CAS below it is covered by a persisted reservation.
+	casReserved atomic.Uint64
+	// seen is the promotion filter: a direct-mapped table of fingerprints
+	// of keys recently read from disk. A key read again while its
+	// fingerprint is still there is promoted. Accessed atomically.
+	seen []uint32
+
+	flushMu sync.Mutex // serialises flush markers: commit order = apply order
+
+	diskReads    atomic.Uint64 // RAM misses that read the disk (get_extstore)
+	diskMisses   atomic.Uint64 // of those, keys the disk did not have
+	promotions   atomic.Uint64 // items copied from disk into RAM (recache_from_extstore)
+	commitErrors atomic.Uint64 // commits that failed (tcache_disk_commit_errors)
+	readErrors   atomic.Uint64 // disk reads that failed (treated as misses)
+	lastErrLog   atomic.Int64  // unix second of the last logged disk error
+}
+
+func newTier(e *Engine, d diskStore) *tier {
+	t := &tier{e: e, disk: d, node: d.NodeID(), stripes: make([]stripe, stripeCount)}
+	t.clock.clock = e.clock
+	t.clock.seed(d.HLCHighWater())
+	hw := d.CASHighWater()
+	if hw > 0 {
+		e.casID.Store(hw - 1) // the next CAS is hw
+	}
+	t.casReserved.Store(hw)
+	n := uint64(4096)
+	for n < uint64(e.opts.MemoryLimit)/1024 && n < 1<<20 {
+		n <<= 1
+	}
+	t.seen = make([]uint32, n)
+
+	// Relative time must stay positive for every stored item that can
+	// still be live: move the process start before the flush marker, so
+	// that items that survived it (stored after it) have positive times.
+	m := d.FlushMarker()
+	if m.OldestLive != 0 {
+		e.started = min(e.started, m.OldestLive-itemUpdateInterval-2)
+		e.oldestLive.Store(m.OldestLive - e.started)
+		e.oldestCAS.Store(m.OldestCAS)
+	}
+	return t
+}
+
+func (t *tier) stripeFor(h uint64) *stripe { return &t.stripes[h&(stripeCount-1)] }
+
+func (t *tier) version() lsm.Version { return lsm.Version{HLC: t.clock.next(), Node: t.node} }
+
+// locationOf is the disk location of the RAM item it (under its shard
+// lock): known when the record carries a location trailer, else the zero
+// Location (the batch looks the key up).
+func (t *tier) locationOf(it *item) lsm.Location {
+	if it.hdr.ext&extLoc == 0 {
+		return lsm.Location{}
+	}
+	it.r.readLoc(it.pos, &it.hdr)
+	return lsm.Location{
+		Known:   true,
+		Present: true,
+		Epoch:   it.hdr.loc.epoch,
+		Exptime: t.e.abs(int64(it.hdr.exptime)),
+		Size:    it.hdr.loc.size,
+	}
+}
+
+// setLocation makes hd carry where as its location trailer (none when
+// where is not a known, present record).
+func setLocation(hd *header, where lsm.Location) {
+	if !where.Known || !where.Present {
+		hd.ext &^= extLoc
+		hd.loc = diskLoc{}
+		return
+	}
+	hd.ext |= extLoc
+	hd.loc = diskLoc{epoch: where.Epoch, size: where.Size}
+}
+
+// admit reports whether an item just read from disk goes into RAM: when
+// its shard has room without evicting (warm-up after a restart), or when
+// it was read from disk recently (its fingerprint is in seen), so that a
+// scan of cold keys does not flush the hot set out of RAM.
+func (t *tier) admit(s *shard, h uint64, size uint64) bool {
+	if s.mu.small.chunksNeeded(size)+reserveChunks+1 < len(s.mu.free) {
+		return true
+	}
+	i := h & uint64(len(t.seen)-1)
+	fp := uint32(h>>32) | 1
+	if atomic.LoadUint32(&t.seen[i]) == fp {
+		atomic.StoreUint32(&t.seen[i], 0)
+		return true
+	}
+	atomic.StoreUint32(&t.seen[i], fp)
+	return false
+}
+
+// current is the item a mutation starts from, read under the stripe lock.
+type current struct {
+	found  bool
+	inRAM  bool // found in the RAM tier (else read from disk)
+	inMain bool // in the S3-FIFO main queue
+	hd     header
+	value  []byte       // the value, in the caller's scratch (when asked for)
+	where  lsm.Location // the key's record on disk (zero: unknown)
+}
+
+// read modes of current.
+const (
+	readRAM   = 1 << iota // RAM only: the disk is not read on a miss
+	readValue             // copy the value
+)
+
+// current reads the live item of key for a mutation or a RAM-missed
+// fetch, applying memcached's expiry and flush rules to RAM and disk
+// items alike and counting get_expired/get_flushed as do_item_get does.
+// An item found in RAM is not read from disk (RAM holds what the disk
+// holds). A disk read error other than a corrupt record is returned.
+func (t *tier) current(s *shard, h uint64, key []byte, now int64, mode int, buf []byte) (current, error) {
+	e := t.e
+	var c current
+	var it item
+	s.mu.Lock()
+	if s.find(h, key, &it) {
+		c.inRAM = true
+		c.where = t.locationOf(&it)
+		switch {
+		case e.flushed(&it.hdr, now):
+			s.unlink(&it)
+			s.mu.c.getFlushed++
+		case it.hdr.exptime != 0 && int64(it.hdr.exptime) <= now:
+			s.unlink(&it)
+			s.mu.c.getExpired++
+		default:
+			c.found = true
+			c.hd = it.hdr
+			c.inMain = it.r == &s.mu.main
+			if mode&readValue != 0 {
+				c.value = it.r.appendTo(buf, it.valuePos(), int(it.hdr.valueLen))
+			}
+		}
+		s.mu.Unlock()
+		return c, nil
+	}
+	s.mu.Unlock()
+	if mode&readRAM != 0 {
+		return c, nil
+	}
+	t.diskReads.Add(1)
+	rec, err := t.disk.Get(buf, key)
+	if err != nil {
+		if !errors.Is(err, lsm.ErrCorrupt) {
+			t.readErrors.Add(1)
+			return c, err
+		}
+		// Never served; the next write of the key replaces it.
+		t.logErr("engine: corrupt record treated as a miss", err)
+		t.diskMisses.Add(1)
+		return c, nil
+	}
+	c.where = rec.Where
+	if !rec.Found {
+		t.diskMisses.Add(1)
+		return c, nil
+	}
+	absNow := now + e.started
+	switch {
+	case t.recordFlushed(&rec, now):
+		s.mu.Lock()
+		s.mu.c.getFlushed++
+		s.mu.Unlock()
+		return c, nil
+	case rec.Exptime != 0 && rec.Exptime <= absNow:
+		s.mu.Lock()
+		s.mu.c.getExpired++
+		s.mu.Unlock()
+		return c, nil
+	}
+	c.found = true
+	c.hd = header{
+		flags:    rec.Flags,
+		keyLen:   uint8(len(key)),
+		valueLen: uint32(len(rec.Value) - len(buf)),
+		cas:      rec.CAS,
+		time:     uint32(max(rec.Time-e.started, 1)),
+	}
+	setLocation(&c.hd, rec.Where)
+	if rec.Exptime != 0 {
+		c.hd.exptime = uint32(min(rec.Exptime-e.started, 1<<32-1))
+	}
+	if rec.Stale {
+		c.hd.bits |= bitStale
+	}
+	if rec.KeyBinary {
+		c.hd.bits |= bitKeyBinary
+	}
+	c.value = rec.Value[len(buf):]
+	return c, nil
+}
+
+// recordFlushed is flushed (memcached's item_is_flushed) for a disk record,
+// whose times are absolute.
+func (t *tier) recordFlushed(rec *lsm.Record, now int64) bool {
+	e := t.e
+	ol := e.oldestLive.Load()
+	if ol == 0 || ol > now {
+		return false
+	}
+	oc := e.oldestCAS.Load()
+	return rec.Time <= e.abs(ol) || (oc != 0 && rec.CAS != 0 && rec.CAS < oc)
+}
+
+// commit writes st's mutation, reserving CAS values up to cas when needed,
+// and maps a failure to its Status. It clears the mutation.
+func (t *tier) commit(m *mutation, cas uint64) (lsm.Location, Status) {
+	if cas != 0 && cas >= t.casReserved.Load() {
+		m.reserveCAS = cas + casBlock
+	}
+	err := t.disk.Commit(m)
+	where, reserved := m.rec.Where, m.reserveCAS
+	m.clear()
+	if err != nil {
+		return lsm.Location{}, t.failed(err)
+	}
+	for reserved != 0 {
+		r := t.casReserved.Load()
+		if reserved <= r || t.casReserved.CompareAndSwap(r, reserved) {
+			break
+		}
+	}
+	return where, OK
+}
+
+// put commits hd with value (the whole value) as the record of key,
+// replacing the record at prev.
+func (t *tier) put(st *stripe, key []byte, hd *header, value []byte, prev lsm.Location) (lsm.Location, Status) {
+	e := t.e
+	m := &st.mu.mut
+	m.op, m.key, m.prev = opPut, key, prev
+	m.rec = lsm.Record{
+		Flags:     hd.flags,
+		Exptime:   e.abs(int64(hd.exptime)),
+		Time:      e.abs(int64(hd.time)),
+		CAS:       hd.cas,
+		Version:   t.version(),
+		KeyBinary: hd.bits&bitKeyBinary != 0,
+		Stale:     hd.bits&bitStale != 0,
+		Value:     value,
+	}
+	return t.commit(m, hd.cas)
+}
+
+// del commits the deletion of key's record at prev.
+func (t *tier) del(st *stripe, key []byte, prev lsm.Location) Status {
+	m := &st.mu.mut
+	m.op, m.key, m.prev, m.ver = opDelete, key, prev, t.version()
+	_, status := t.commit(m, 0)
+	return status
+}
+
+// failed counts and logs a failed commit and returns its Status.
+func (t *tier) failed(err error) Status {
+	t.commitErrors.Add(1)
+	t.logErr("engine: disk commit failed", err)
+	if errors.Is(err, lsm.ErrDiskFull) {
+		return DiskFull
+	}
+	return DiskError
+}
+
+// logErr logs a disk error at most once a second (a full disk fails every
+// write).
+func (t *tier) logErr(msg string, err error) {
+	now := t.e.clock.Now().Unix()
+	last := t.lastErrLog.Load()
+	if now > last && t.lastErrLog.CompareAndSwap(last, now) {
+		t.e.log.Error(msg, "err", err)
+	}
+}
+
+// install makes hd with value v1+v2 the RAM copy of key after a commit
+// (where: the new record's location), replacing any copy there. When the
+// record cannot be placed the key simply has no RAM copy: the disk has it.
+func (t *tier) install(s *shard, h uint64, key []byte, hd *header, v1, v2 []byte, where lsm.Location, toMain bool, now int64) {
+	setLocation(hd, where)
+	hd.keyLen, hd.valueLen = uint8(len(key)), uint32(len(v1)+len(v2))
+	n := hd.size()
+	var it item
+	s.mu.Lock()
+	if s.find(h, key, &it) {
+		toMain = toMain || it.r == &s.mu.main
+		s.unlink(&it)
+	}
+	if s.fits(n) {
+		s.insert(t.e, h, key, hd, v1, v2, toMain, now)
+	}
+	s.mu.Unlock()
+}
+
+// drop removes key's RAM copy, if any.
+func (t *tier) drop(s *shard, h uint64, key []byte) {
+	var it item
+	s.mu.Lock()
+	if s.find(h, key, &it) {
+		s.unlink(&it)
+	}
+	s.mu.Unlock()
+}
+
+func (t *tier) scratch() (*[]byte, []byte) {
+	bp := t.e.getScratch()
+	return bp, (*bp)[:0]
+}
+
+func (t *tier) release(bp *[]byte, buf []byte) {
+	if cap(buf) <= 4<<20 { // do not keep huge buffers around
+		*bp = buf[:0]
+	}
+	t.e.scratch.Put(bp)
+}
+
+// get is Engine.Get with a disk tier. A plain fetch that hits RAM is served
+// under the shard lock alone; the rest (misses, touches, vivify) take the
+// stripe lock.
+func (t *tier) get(s *shard, h uint64, dst, key []byte, a *GetArgs, now int64) ([]byte, ItemInfo, bool) {
+	e := t.e
+	if !a.Touch && !a.Vivify {
+		var it item
+		s.mu.Lock()
+		if s.lookup(e, h, key, now, &it) {
+			info := e.hit(s, &it.hdr, a, now)
+			it.r.writeHeader(it.pos, &it.hdr)
+			if !a.NoValue {
+				dst = it.r.appendTo(dst, it.valuePos(), int(it.hdr.valueLen))
+			}
+			s.mu.Unlock()
+			return dst, info, true
+		}
+		s.mu.Unlock()
+	}
+	st := t.stripeFor(h)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return t.getLocked(st, s, h, dst, key, a, now)
+}
+
+// getLocked is the stripe-locked part of get.
+func (t *tier) getLocked(st *stripe, s *shard, h uint64, dst, key []byte, a *GetArgs, now int64) ([]byte, ItemInfo, bool) {
+	e := t.e
+	bp, buf := t.scratch()
+	defer func() { t.release(bp, buf) }()
+	c, err := t.current(s, h, key, now, readValue, buf)
+	if c.value != nil {
+		buf = c.value[:0]
+	}
+	if err != nil {
+		t.logErr("engine: disk read failed", err)
+	}
+	if !c.found {
+		if a.Vivify && len(key) <= MaxKeyLen && err == nil {
+			return t.vivify(st, s, h, dst, key, a, &c, now)
+		}
+		s.mu.Lock()
+		if a.Touch && !a.Meta {
+			s.mu.c.cmdTouch++
+			s.mu.c.touchMisses++
+		} else {
+			s.mu.c.cmdGet++
+			s.mu.c.getMisses++
+		}
+		s.mu.Unlock()
+		return dst, ItemInfo{}, false
+	}
+	if a.Touch {
+		// The new expiry is persisted first; the hit side effects below
+		// compute the same exptime from the same now.
+		nh := c.hd
+		nh.exptime = uint32(e.realtime(a.Exptime, now))
+		where, status := t.put(st, key, &nh, c.value, c.where)
+		if status != OK {
+			s.mu.Lock()
+			s.mu.c.cmdTouch++
+			s.mu.c.touchMisses++
+			s.mu.Unlock()
+			return dst, ItemInfo{}, false // the touch did not happen
+		}
+		setLocation(&c.hd, where)
+	}
+	var it item
+	s.mu.Lock()
+	if c.inRAM && s.find(h, key, &it) {
+		// Still in RAM (a touch, or promoted meanwhile): the hit applies
+		// to the RAM record's state (win token, fetched bits); its copy
+		// is replaced to carry the new location.
+		c.hd.bits, c.hd.time = it.hdr.bits, it.hdr.time
+		s.unlink(&it)
+	}
+	info := e.hit(s, &c.hd, a, now)
+	n := c.hd.size()
+	if s.fits(n) && (c.inRAM || a.Touch || t.admit(s, h, n)) {
+		if s.insert(e, h, key, &c.hd, c.value, nil, c.inMain, now) && !c.inRAM {
+			t.promotions.Add(1)
+		}
+	}
+	s.mu.Unlock()
+	if !a.NoValue {
+		dst = append(dst, c.value...)
+	}
+	return dst, info, true
+}
+
+// vivify is mg N on a miss: create an empty item and hand this caller the
+// win token.
+func (t *tier) vivify(st *stripe, s *shard, h uint64, dst, key []byte, a *GetArgs, c *current, now int64) ([]byte, ItemInfo, bool) {
+	e := t.e
+	hd := header{
+		exptime: uint32(e.realtime(a.VivifyExptime, now)),
+		time:    uint32(now),
+		cas:     e.nextCAS(),
+		bits:    bitWinSent,
+	}
+	if a.Touch && !a.VivifyAfterTouch {
+		hd.exptime = uint32(e.realtime(a.Exptime, now))
+	}
+	where, status := t.put(st, key, &hd, nil, c.where)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	created := status == OK
+	if a.Touch && (created || !a.Meta) {
+		s.mu.c.cmdTouch++
+		if created {
+			s.mu.c.touchHits++
+		} else {
+			s.mu.c.touchMisses++
+		}
+	} else {
+		s.mu.c.cmdGet++
+		if created {
+			s.mu.c.getHits++
+		} else {
+			s.mu.c.getMisses++
+		}
+	}
+	if !created {
+		return dst, ItemInfo{}, false
+	}
+	s.mu.c.totalItems++
+	setLocation(&hd, where)
+	hd.keyLen = uint8(len(key))
+	if s.fits(hd.size()) {
+		s.insert(e, h, key, &hd, nil, nil, false, now)
+	}
+	info := e.info(&hd, now)
+	info.PrevExptime, info.PrevTTL = 0, -1
+	info.WinSent = false
+	info.Win = true
+	info.Created = true
+	return dst, info, true
+}
