@@ -15,6 +15,12 @@ type diskStore interface {
 	FlushMarker() lsm.FlushMarker
 	// Get returns the record of key with its value appended to dst.
 	Get(dst, key []byte) (lsm.Record, error)
+	// GetRaw appends the encoded record of key (item or tombstone) to
+	// dst; nil when the key has none.
+	GetRaw(dst, key []byte) ([]byte, lsm.Location, error)
+	// Scan calls fn with up to n encoded records after the cursor and
+	// returns the next cursor (nil at the end); see lsm.DB.Scan.
+	Scan(after []byte, n int, fn func(key, rec []byte) bool) ([]byte, error)
 	// Commit writes m atomically with the configured durability. On
 	// success a Put's m.rec.Where tells where the record went when the
 	// store knows (zero otherwise).
@@ -34,6 +40,15 @@ type mutation struct {
 	flush      bool            // write marker
 	marker     lsm.FlushMarker // the flush marker
 	reserveCAS uint64          // when non-zero: persist this CAS high-water mark
+
+	// Replication (replica.go): opRemote stores raw, a peer's encoded
+	// item or tombstone, with remoteCAS as an item's local CAS; remote
+	// marks the flush marker as a peer's; applied is stored when its Seq
+	// is non-zero. None of them writes a log entry.
+	raw       []byte
+	remoteCAS uint64
+	remote    bool
+	applied   lsm.Applied
 }
 
 type mutationOp uint8
@@ -42,6 +57,7 @@ const (
 	opNone mutationOp = iota
 	opPut
 	opDelete
+	opRemote
 )
 
 // clear drops the references m holds to caller memory.
@@ -61,6 +77,12 @@ func (d *lsmDisk) FlushMarker() lsm.FlushMarker            { return d.db.FlushMa
 func (d *lsmDisk) Get(dst, key []byte) (lsm.Record, error) { return d.db.Get(dst, key) }
 func (d *lsmDisk) Stats() lsm.Stats                        { return d.db.Stats() }
 
+func (d *lsmDisk) GetRaw(dst, key []byte) ([]byte, lsm.Location, error) { return d.db.GetRaw(dst, key) }
+
+func (d *lsmDisk) Scan(after []byte, n int, fn func(key, rec []byte) bool) ([]byte, error) {
+	return d.db.Scan(after, n, fn)
+}
+
 func (d *lsmDisk) Commit(m *mutation) error {
 	b, _ := d.batches.Get().(*lsm.Batch)
 	if b == nil {
@@ -71,9 +93,18 @@ func (d *lsmDisk) Commit(m *mutation) error {
 		b.Put(m.key, &m.rec, m.prev)
 	case opDelete:
 		b.Delete(m.key, m.ver, m.prev)
+	case opRemote:
+		b.PutRemote(m.key, m.raw, m.remoteCAS, m.prev)
 	}
 	if m.flush {
-		b.Flush(m.marker)
+		if m.remote {
+			b.FlushRemote(m.marker)
+		} else {
+			b.Flush(m.marker)
+		}
+	}
+	if m.applied.Seq != 0 {
+		b.SetApplied(m.applied)
 	}
 	if m.reserveCAS != 0 {
 		b.ReserveCAS(m.reserveCAS)

@@ -48,8 +48,9 @@
 //     the expiry and flush rules (persisted times are absolute unix
 //     seconds; the flush marker is loaded at New, and the process start is
 //     moved before it so that relative times stay positive), and promotes
-//     the item into RAM when its shard has free room (warm-up after a
-//     restart) or when it is read from disk a second time while its
+//     the item into RAM when its shard's live data leaves room for it
+//     (shard.roomFor: dead records do not count, makeRoom reclaims them;
+//     warm-up after a restart) or when it is read from disk a second time while its
 //     fingerprint is still in a small direct-mapped table (pointer-free,
 //     one uint32 per slot), so a scan does not push the hot set out.
 //     GetMulti serves RAM hits first and reads the misses in key order.
@@ -61,6 +62,25 @@
 //     overwrite of a RAM-resident key passes the location to the batch and
 //     reads nothing. Locations are rebuilt without the lsm's sweep
 //     generation, so after a sweep the batch re-checks them itself.
+//   - flush_all with a disk: the marker's version is the command's HLC
+//     and it flushes, once its time has passed, every disk record whose
+//     version is below its bound, the HLC of the flush time
+//     (lsm.FlushMarker.Bound; the command's own HLC for an immediate
+//     flush). A local flush holds every stripe lock, so versions order
+//     exactly as memcached's oldest_live/oldest_cas would; the RAM tier,
+//     which has no versions, keeps memcached's rule as a conservative
+//     pre-check (an item it flags is dropped and the disk decides). The
+//     same rule applies to a peer's marker (ApplyFlush), so a replicated
+//     flush removes the same items on every node.
+//   - Replication (replica.go): ApplyRecord and ApplyFlush apply a peer's
+//     records under the stripe lock with the conflict rule (higher
+//     version wins, tombstones included, nothing below an effective flush
+//     marker), with the applied offset in the same batch, never logged;
+//     the winner's RAM copy is dropped. Applied items get a fresh local
+//     CAS (clients of this node compare this node's CAS values); the
+//     version travels unchanged and the HLC observes it, so a local write
+//     after an applied one orders after it. Dump enumerates the live
+//     items for lru_crawler metadump (the disk, plus RAM-only state).
 //   - Stats: curr_items is the disk's item count, bytes the RAM tier's,
 //     evictions the items the disk dropped (cache mode), RAMEvictions the
 //     RAM copies dropped, plus disk reads, misses and promotions.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/tcache/tcache/lsm"
@@ -81,6 +82,45 @@ func (d *fakeDisk) Get(dst, key []byte) (lsm.Record, error) {
 	return r, nil
 }
 
+func (d *fakeDisk) GetRaw(dst, key []byte) ([]byte, lsm.Location, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r, ok := d.mu.recs[string(key)]
+	if !ok {
+		return nil, lsm.Location{Known: true}, nil
+	}
+	return lsm.AppendRecord(dst, &r), r.Where, nil
+}
+
+func (d *fakeDisk) Scan(after []byte, n int, fn func(key, rec []byte) bool) ([]byte, error) {
+	d.mu.Lock()
+	keys := make([]string, 0, len(d.mu.recs))
+	for k := range d.mu.recs {
+		if after == nil || k > string(after) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	if len(keys) > n {
+		keys = keys[:n]
+	}
+	recs := make([][]byte, len(keys))
+	for i, k := range keys {
+		r := d.mu.recs[k]
+		recs[i] = lsm.AppendRecord(nil, &r)
+	}
+	d.mu.Unlock()
+	for i, k := range keys {
+		if !fn([]byte(k), recs[i]) {
+			return []byte(k), nil
+		}
+	}
+	if len(keys) < n {
+		return nil, nil
+	}
+	return []byte(keys[len(keys)-1]), nil
+}
+
 func (d *fakeDisk) checkPrev(key []byte, prev lsm.Location) {
 	if !prev.Known {
 		return
@@ -118,6 +158,20 @@ func (d *fakeDisk) Commit(m *mutation) error {
 		d.checkPrev(m.key, m.prev)
 		delete(d.mu.recs, string(m.key))
 		d.mu.hlcHW = max(d.mu.hlcHW, m.ver.HLC)
+	case opRemote:
+		r, err := lsm.DecodeRecord(nil, m.raw)
+		if err != nil {
+			return err
+		}
+		if r.Tombstone {
+			delete(d.mu.recs, string(m.key))
+			break
+		}
+		r.CAS = m.remoteCAS
+		r.Where = lsm.Location{Known: true, Present: true, Epoch: d.mu.epoch, Exptime: r.Exptime,
+			Size: uint32(len(m.key) + len(r.Value) + 40)}
+		d.mu.recs[string(m.key)] = r
+		d.mu.hlcHW = max(d.mu.hlcHW, r.Version.HLC)
 	}
 	if m.flush {
 		d.mu.marker = m.marker

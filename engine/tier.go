@@ -65,6 +65,9 @@ type tier struct {
 	seen []uint32
 
 	flushMu sync.Mutex // serialises flush markers: commit order = apply order
+	// marker is the current flush marker (local or a peer's); disk records
+	// below its bound are flushed once its time has passed (recordFlushed).
+	marker atomic.Pointer[lsm.FlushMarker]
 
 	diskReads    atomic.Uint64 // RAM misses that read the disk (get_extstore)
 	diskMisses   atomic.Uint64 // of those, keys the disk did not have
@@ -93,6 +96,7 @@ func newTier(e *Engine, d diskStore) *tier {
 	// still be live: move the process start before the flush marker, so
 	// that items that survived it (stored after it) have positive times.
 	m := d.FlushMarker()
+	t.marker.Store(&m)
 	if m.OldestLive != 0 {
 		e.started = min(e.started, m.OldestLive-itemUpdateInterval-2)
 		e.oldestLive.Store(m.OldestLive - e.started)
@@ -135,11 +139,13 @@ func setLocation(hd *header, where lsm.Location) {
 }
 
 // admit reports whether an item just read from disk goes into RAM: when
-// its shard has room without evicting (warm-up after a restart), or when
-// it was read from disk recently (its fingerprint is in seen), so that a
-// scan of cold keys does not flush the hot set out of RAM.
+// its shard's live data has room for it without evicting (warm-up after a
+// restart; s.roomFor, so that dead space left by overwrites and deletes,
+// which makeRoom reclaims, does not count as full), or when it was read
+// from disk recently (its fingerprint is in seen), so that a scan of cold
+// keys does not flush the hot set out of RAM.
 func (t *tier) admit(s *shard, h uint64, size uint64) bool {
-	if s.mu.small.chunksNeeded(size)+reserveChunks+1 < len(s.mu.free) {
+	if s.roomFor(size) {
 		return true
 	}
 	i := h & uint64(len(t.seen)-1)
@@ -255,16 +261,31 @@ func (t *tier) current(s *shard, h uint64, key []byte, now int64, mode int, buf 
 	return c, nil
 }
 
-// recordFlushed is flushed (memcached's item_is_flushed) for a disk record,
-// whose times are absolute.
+// recordFlushed is the flush rule for a disk record: the current marker
+// (local or a peer's) flushes, once its time has passed, every record whose
+// version is below its bound (lsm.FlushMarker.Bound: the HLC of the flush
+// time). Every node applies the same rule to the same versions, so a
+// replicated flush_all removes the same items everywhere and items written
+// after it survive everywhere. The RAM tier keeps memcached's
+// oldest_live/oldest_cas rule as a conservative pre-check (it has no
+// versions): an item it finds flushed is dropped from RAM and the disk
+// decides (current).
 func (t *tier) recordFlushed(rec *lsm.Record, now int64) bool {
-	e := t.e
-	ol := e.oldestLive.Load()
-	if ol == 0 || ol > now {
-		return false
+	return t.marker.Load().Flushes(rec.Version, now+t.e.started)
+}
+
+// lockAll takes every stripe lock, in order: no mutation is then between
+// its version and its commit (flush markers need that).
+func (t *tier) lockAll() {
+	for i := range t.stripes {
+		t.stripes[i].mu.Lock()
 	}
-	oc := e.oldestCAS.Load()
-	return rec.Time <= e.abs(ol) || (oc != 0 && rec.CAS != 0 && rec.CAS < oc)
+}
+
+func (t *tier) unlockAll() {
+	for i := range t.stripes {
+		t.stripes[i].mu.Unlock()
+	}
 }
 
 // commit writes st's mutation, reserving CAS values up to cas when needed,
@@ -454,7 +475,10 @@ func (t *tier) getLocked(st *stripe, s *shard, h uint64, dst, key []byte, a *Get
 	}
 	info := e.hit(s, &c.hd, a, now)
 	n := c.hd.size()
-	if s.fits(n) && (c.inRAM || a.Touch || t.admit(s, h, n)) {
+	// An item the RAM tier's flush pre-check would flag (a record above a
+	// peer's flush bound with an older local CAS or time) is served from
+	// disk rather than cached: in RAM it would read as flushed.
+	if s.fits(n) && !e.flushed(&c.hd, now) && (c.inRAM || a.Touch || t.admit(s, h, n)) {
 		if s.insert(e, h, key, &c.hd, c.value, nil, c.inMain, now) && !c.inRAM {
 			t.promotions.Add(1)
 		}

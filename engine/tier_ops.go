@@ -365,25 +365,33 @@ func (t *tier) touch(s *shard, h uint64, key []byte, exptime int64, now int64) S
 }
 
 // flush persists a flush_all marker (oldest: memcached's new oldest_live,
-// relative), then applies it as memory mode does.
+// relative), then applies it as memory mode does. It holds every stripe
+// lock, so that every mutation committed before it has a lower version
+// and every one after a higher one: the disk rule (recordFlushed) then
+// agrees with memcached's. The marker's version is the command's; its
+// bound is the HLC of the flush time.
 func (t *tier) flush(oldest, now int64) Status {
 	e := t.e
 	t.flushMu.Lock()
 	defer t.flushMu.Unlock()
+	t.lockAll()
+	defer t.unlockAll()
 	oc := e.oldestCAS.Load()
 	var cas uint64
 	if oldest <= now {
 		cas = e.nextCAS()
 		oc = cas
 	}
-	m := &mutation{flush: true, marker: lsm.FlushMarker{
+	marker := lsm.FlushMarker{
 		OldestLive: e.abs(oldest),
 		OldestCAS:  oc,
 		Version:    t.version(),
-	}}
+	}
+	m := &mutation{flush: true, marker: marker}
 	if _, status := t.commit(m, cas); status != OK {
 		return status
 	}
+	t.marker.Store(&marker)
 	e.oldestLive.Store(oldest)
 	e.oldestCAS.Store(oc)
 	return OK

@@ -25,6 +25,24 @@ package lsm
 //
 //	func (db *DB) ReadLog(from uint64, fn func(seq uint64, e LogEntry) bool) error
 //	Record.Stale, Location.Size, LogOp, LogEntry, ErrFailed, Stats.Recounting
+//
+// Added for replication (issue 6; replicate.go, docs/replication.md):
+//
+//	Options.Replicated                   // tombstones, record-by-record flushes
+//	Record.Tombstone, Location.Tombstone, FlushMarker.Bound/Flushes
+//	func ParseRecord(raw) (RecordHeader, error)        // header + CRC, no decompression
+//	func DecodeRecord(dst, raw) (Record, error)
+//	func AppendRecord(dst, *Record) []byte
+//	func AppendFlushRecord(dst, FlushMarker) []byte; func DecodeFlushRecord(raw) (FlushMarker, error)
+//	func (db *DB) GetRaw(dst, key) (raw []byte, where Location, err error)
+//	func (db *DB) Histories() []History; func (db *DB) LastSeq() uint64
+//	func (db *DB) Applied(peer) (Applied, bool, error); func (db *DB) Replicated() bool
+//	func (db *DB) ReadLogRecords(from, fn func(seq, LogEntry, rec []byte) bool) (last uint64, err error)
+//	func (db *DB) Snapshot(fn func(key, rec []byte) error) (History, uint64, error)
+//	func (db *DB) Scan(after []byte, n int, fn func(key, rec []byte) bool) (next []byte, err error)
+//	func (b *Batch) PutRemote(key, raw []byte, cas uint64, prev Location) // no log entry
+//	func (b *Batch) FlushRemote(m FlushMarker)                            // no log entry
+//	func (b *Batch) SetApplied(a Applied)
 
 import (
 	"errors"
@@ -99,6 +117,19 @@ type Options struct {
 	// disables the goroutine (tests call Maintain).
 	MaintenanceInterval time.Duration
 
+	// Replicated prepares the store for replication (docs/replication.md):
+	// Batch.Delete leaves a tombstone (a record of kind tombstone with the
+	// delete's version and time, counted in no item counter) instead of
+	// removing the key, kept until the log head has passed the time it was
+	// written (at most LogRetentionAge); and a flush_all is executed record
+	// by record (records at or above the marker's bound survive) instead of
+	// by dropping whole epochs, because records written after the flush on
+	// another node may arrive before it. Costs: a deleted key occupies
+	// about its key plus 56 bytes for the log's retention (its log entry
+	// costs as much already), and a flush of a large store writes one
+	// point deletion per record. Default false (a single node).
+	Replicated bool
+
 	Clock  clock.Clock  // default clock.Real{}
 	Logger *slog.Logger // default slog.Default()
 }
@@ -117,12 +148,16 @@ func (v Version) Less(w Version) bool {
 
 // Record is an item as stored on disk.
 type Record struct {
-	Found     bool
-	Flags     uint32
-	Exptime   int64 // absolute unix seconds; 0 = never
-	Time      int64 // unix seconds when stored (flush_all rules)
-	CAS       uint64
-	Version   Version
+	Found   bool
+	Flags   uint32
+	Exptime int64 // absolute unix seconds; 0 = never
+	Time    int64 // unix seconds when stored (flush_all rules)
+	CAS     uint64
+	Version Version
+	// Tombstone: the key's current record is a tombstone (a versioned
+	// delete, Options.Replicated). Found is false; Version and Time are
+	// the delete's.
+	Tombstone bool
 	KeyBinary bool   // stored with a base64 (binary) meta key
 	Stale     bool   // marked stale (meta protocol invalidation)
 	Value     []byte // Get: the dst passed in with the value appended
@@ -139,7 +174,11 @@ type Location struct {
 	Known   bool   // Known && !Present: the key has no record
 	Present bool   // there is a record
 	Epoch   uint32 // its epoch
-	Exptime int64  // its expiry (to delete its expiry-index entry)
+	// Exptime is the record's expiry (to delete its expiry-index entry);
+	// for a tombstone, the time of its tombstone-index entry.
+	Exptime int64
+	// Tombstone: the record is a tombstone (it counts as no item).
+	Tombstone bool
 	// Size is the record's size on disk (key and encoded record), so that
 	// the item byte counters stay exact. Filled by Get and Put; pass the
 	// Location back unmodified.
@@ -148,13 +187,55 @@ type Location struct {
 	gen uint64 // the sweeper generation when this was read (see Batch)
 }
 
-// FlushMarker is a persisted flush_all: records stored at or before
-// OldestLive (unix seconds) or with a CAS below OldestCAS are flushed once
-// OldestLive has passed (memcached's oldest_live/oldest_cas).
+// FlushMarker is a persisted flush_all. Once OldestLive (unix seconds) has
+// passed, every record whose version is below Bound() is flushed (the
+// engine applies the rule on reads; Maintain removes the records). Version
+// is the version of the flush_all command itself: between two markers the
+// higher Version wins (a later flush_all replaces an earlier one, as
+// memcached's settings.oldest_live does). OldestCAS is memcached's
+// oldest_cas of the node that issued it (informational on other nodes).
 type FlushMarker struct {
 	OldestLive int64
 	OldestCAS  uint64
 	Version    Version
+}
+
+// Bound is the version below which m flushes records: the start of the
+// second after OldestLive as an HLC value (memcached flushes items stored
+// at or before oldest_live), or m.Version when that is higher (a flush_all
+// that took effect at once: items stored earlier in the same second are
+// below it, later ones above).
+func (m FlushMarker) Bound() Version {
+	if m.OldestLive <= 0 {
+		return Version{}
+	}
+	b := uint64(m.OldestLive+1) * 1000 << 16
+	if b > m.Version.HLC {
+		return Version{HLC: b}
+	}
+	return m.Version
+}
+
+// Flushes reports whether m, at unix second now, flushes a record of
+// version v.
+func (m FlushMarker) Flushes(v Version, now int64) bool {
+	return m.OldestLive > 0 && m.OldestLive <= now && v.Less(m.Bound())
+}
+
+// History is one stretch of this node's log: a store that opens after an
+// unclean shutdown starts a new history (a random non-zero ID) at its last
+// sequence number + 1, because the shutdown may have lost a tail that
+// peers already applied.
+type History struct {
+	ID       uint64
+	FirstSeq uint64
+}
+
+// Applied is a replication offset: Peer's log history History applied up
+// to and including Seq. Batch.SetApplied stores it with the data it
+// applied; DB.Applied reads it back.
+type Applied struct {
+	Peer, History, Seq uint64
 }
 
 // Errors. Callers test them with errors.Is.
@@ -214,6 +295,9 @@ type Stats struct {
 	CompactDebt  uint64 // tcache_disk_compaction_debt (bytes)
 	LogFirst     uint64 // tcache_log_first_seq
 	LogLast      uint64 // tcache_log_last_seq
+	Tombstones   uint64 // tcache_disk_tombstones: tombstones written (Options.Replicated)
+	TombSwept    uint64 // tcache_disk_tombstones_swept: tombstones removed once the log passed them
+	History      uint64 // tcache_log_history: the current log history id
 	// Recounting is 1 while the item and byte counters are being rebuilt
 	// after an unclean shutdown (tcache_disk_recounting); Items and
 	// ItemBytes are then partial.

@@ -32,6 +32,8 @@ type Batch struct {
 	cas   uint64 // ReserveCAS
 	err   error  // first error of a Put or Delete lookup, returned by Commit
 
+	applied []Applied // SetApplied
+
 	pb     *pebble.Batch
 	scr    []byte // key scratch for Commit
 	deltas []epochDelta
@@ -41,10 +43,12 @@ type batchOp struct {
 	op       LogOp
 	key, rec span // in buf
 	epoch    uint32
-	exptime  int64
+	exptime  int64 // items: expiry (x index); tombstones: time (t index)
 	version  Version
 	prev     Location
 	flush    FlushMarker
+	tomb     bool // the record is a tombstone (op LogDelete with Replicated, or a remote one)
+	remote   bool // from a peer: no log entry
 }
 
 type span struct{ off, n int }
@@ -61,7 +65,7 @@ func (db *DB) NewBatch() *Batch { return &Batch{db: db} }
 
 // Reset empties b for reuse.
 func (b *Batch) Reset() {
-	b.ops, b.buf, b.deltas = b.ops[:0], b.buf[:0], b.deltas[:0]
+	b.ops, b.buf, b.deltas, b.applied = b.ops[:0], b.buf[:0], b.deltas[:0], b.applied[:0]
 	b.puts, b.bytes, b.cas, b.err = 0, 0, 0, nil
 	if b.pb != nil {
 		b.pb.Reset()
@@ -104,10 +108,70 @@ func (b *Batch) Put(key []byte, rec *Record, prev Location) {
 }
 
 // Delete removes key's record at prev and logs the delete with its version.
+// With Options.Replicated the record is replaced by a tombstone of that
+// version instead (Get: not found, Record.Tombstone), kept until the log
+// head has passed the time it was written.
 func (b *Batch) Delete(key []byte, ver Version, prev Location) {
 	prev = b.resolve(key, prev)
-	b.ops = append(b.ops, batchOp{op: LogDelete, key: b.addKey(key), version: ver, prev: prev})
+	o := batchOp{op: LogDelete, key: b.addKey(key), version: ver, prev: prev}
+	if b.db.opts.Replicated {
+		o.tomb, o.epoch = true, b.db.curEpoch()
+		o.exptime = b.db.opts.Clock.Now().Unix()
+		start := len(b.buf)
+		b.buf = appendBareRecord(b.buf, KindTombstone, 0, o.exptime, 0, ver)
+		o.rec = span{start, len(b.buf) - start}
+	}
+	b.ops = append(b.ops, o)
 }
+
+// PutRemote stores raw, an encoded item or tombstone that a peer shipped
+// (ParseRecord must accept it), under key, replacing the record at prev,
+// without a log entry: a node never re-ships what it applied. The record
+// keeps its version, value bytes (in the peer's compression) and times;
+// an item's CAS is replaced by cas (a fresh local CAS, so that CAS values
+// stay unique on this node: the caller reserves it with ReserveCAS), a
+// tombstone's time by now (it is kept for this node's log retention). It
+// returns where the record goes. A raw that does not parse fails Commit.
+func (b *Batch) PutRemote(key, raw []byte, cas uint64, prev Location) Location {
+	h, _, err := parseRecordHeader(raw)
+	if err == nil && h.kind == KindFlush {
+		err = fmt.Errorf("%w: a flush marker stored as a record", ErrCorrupt)
+	}
+	if err != nil {
+		if b.err == nil {
+			b.err = fmt.Errorf("lsm: remote record for %q: %w", key, err)
+		}
+		return Location{}
+	}
+	prev = b.resolve(key, prev)
+	gen := b.db.sweepGen.Load()
+	o := batchOp{op: LogPut, key: b.addKey(key), epoch: b.db.curEpoch(), exptime: h.exptime,
+		version: h.version, prev: prev, remote: true, tomb: h.kind == KindTombstone}
+	if o.tomb {
+		o.op, o.exptime = LogDelete, b.db.opts.Clock.Now().Unix()
+	}
+	start := len(b.buf)
+	b.buf = append(b.buf, raw...)
+	patchRecord(b.buf[start:], h.kind, cas, o.exptime)
+	o.rec = span{start, len(b.buf) - start}
+	b.ops = append(b.ops, o)
+	if !o.tomb {
+		b.puts++
+	}
+	b.bytes += int64(len(key) + o.rec.n)
+	return Location{Known: true, Present: true, Epoch: o.epoch, Exptime: o.exptime, Tombstone: o.tomb,
+		Size: uint32(len(key) + o.rec.n), gen: gen}
+}
+
+// FlushRemote persists m, a peer's flush marker, without a log entry. The
+// caller has checked that it is newer than the current marker.
+func (b *Batch) FlushRemote(m FlushMarker) {
+	b.ops = append(b.ops, batchOp{op: LogFlush, version: m.Version, flush: m, remote: true})
+}
+
+// SetApplied stores a (peer, history, seq) applied offset in the same
+// Pebble batch as the rest of b (DB.Applied reads it back).
+func (b *Batch) SetApplied(a Applied) { b.applied = append(b.applied, a) }
 
 // Flush persists m as the flush marker and logs it. Records stored before
 // m take effect are removed once m.OldestLive has passed (Maintain, or the
@@ -135,7 +199,7 @@ func (db *DB) Commit(b *Batch) error {
 	if b.err != nil {
 		return b.err
 	}
-	if len(b.ops) == 0 && b.cas == 0 {
+	if len(b.ops) == 0 && b.cas == 0 && len(b.applied) == 0 {
 		return nil
 	}
 	db.closeMu.RLock()
@@ -159,7 +223,7 @@ func (db *DB) Commit(b *Batch) error {
 	now := db.opts.Clock.Now()
 
 	db.mu.Lock()
-	if f := db.mu.flush.OldestLive; f > db.mu.flushDone && f <= now.Unix() {
+	if f := db.mu.flush.OldestLive; !db.opts.Replicated && f > db.mu.flushDone && f <= now.Unix() {
 		if err := db.executeFlushLocked(); err != nil {
 			db.mu.Unlock()
 			return err
@@ -177,47 +241,18 @@ func (db *DB) Commit(b *Batch) error {
 		if o.op != LogFlush {
 			o.prev = db.recheckLocked(key, o.prev)
 		}
-		switch o.op {
-		case LogPut:
-			e := o.epoch
-			if !db.mu.epochs.live(e) {
-				e = db.mu.epochs.cur // the epoch died since Put: write to the current one
-			}
-			b.scr = appendDataKey(b.scr[:0], e, key)
-			_ = pb.Set(b.scr, o.rec.of(b.buf), nil)
-			b.scr = appendIndexKey(b.scr[:0], key)
-			_ = pb.Set(b.scr, binary.BigEndian.AppendUint32(lbuf[:0], e), nil)
-			if o.exptime > 0 {
-				b.scr = appendExpKey(b.scr[:0], o.exptime, e, key)
-				_ = pb.Set(b.scr, nil, nil)
-			}
-			if p := o.prev; p.Present {
-				if p.Epoch != e {
-					b.scr = appendDataKey(b.scr[:0], p.Epoch, key)
-					_ = pb.Delete(b.scr, nil)
-				}
-				if p.Exptime > 0 && (p.Exptime != o.exptime || p.Epoch != e) {
-					b.scr = appendExpKey(b.scr[:0], p.Exptime, p.Epoch, key)
-					_ = pb.Delete(b.scr, nil)
-				}
-				b.deltas = append(b.deltas, epochDelta{p.Epoch, -1, -int64(p.Size)})
-			}
-			b.deltas = append(b.deltas, epochDelta{e, 1, int64(len(key) + o.rec.n)})
-		case LogDelete:
-			if p := o.prev; p.Present {
-				b.scr = appendDataKey(b.scr[:0], p.Epoch, key)
-				_ = pb.Delete(b.scr, nil)
-				if p.Exptime > 0 {
-					b.scr = appendExpKey(b.scr[:0], p.Exptime, p.Epoch, key)
-					_ = pb.Delete(b.scr, nil)
-				}
-				b.deltas = append(b.deltas, epochDelta{p.Epoch, -1, -int64(p.Size)})
-			}
-			b.scr = appendIndexKey(b.scr[:0], key)
-			_ = pb.Delete(b.scr, nil)
-		case LogFlush:
+		if o.op == LogFlush {
 			_ = pb.Set(metaFlush, encodeFlushMarker(o.flush), nil)
 			flush, haveFlush = o.flush, true
+			// A delayed flush's version may lie ahead of the clock:
+			// the HLC high-water follows the clock, not it.
+			hlc = max(hlc, min(o.version.HLC, uint64(max(now.UnixMilli(), 0))<<16))
+		} else {
+			db.writeRecordLocked(pb, b, o, key)
+			hlc = max(hlc, o.version.HLC)
+		}
+		if o.remote {
+			continue
 		}
 		seq++
 		entry = LogEntry{Op: o.op, Time: now.UnixMilli(), Version: o.version, Key: key, Flush: o.flush}
@@ -227,7 +262,10 @@ func (db *DB) Commit(b *Batch) error {
 		b.scr = appendLogEntry(b.scr[:0], &entry)
 		_ = pb.Set(appendLogKey(lbuf[:0], seq), b.scr, nil)
 		db.mu.logBytes += int64(9 + len(b.scr))
-		hlc = max(hlc, o.version.HLC)
+	}
+	for _, a := range b.applied {
+		v := binary.BigEndian.AppendUint64(lbuf[:0], a.History)
+		_ = pb.Set(appliedKey(a.Peer), binary.BigEndian.AppendUint64(v, a.Seq), nil)
 	}
 	if hlc > db.mu.hlcReserved {
 		_ = pb.Set(metaHLC, u64(hlc+hlcMargin), nil)
@@ -308,6 +346,71 @@ func (db *DB) Commit(b *Batch) error {
 		db.pendingSyn.Store(true)
 	}
 	return nil
+}
+
+// writeRecordLocked adds to pb the Pebble mutations of o, a record (item
+// or tombstone) or a plain delete, over its prev, and the counter deltas
+// to b. Requires mu.
+func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []byte) {
+	var scr [4]byte
+	p := o.prev
+	if o.op == LogDelete && !o.tomb {
+		if p.Present {
+			db.unindexPrevLocked(pb, b, p, key, nil, 0)
+			b.scr = appendDataKey(b.scr[:0], p.Epoch, key)
+			_ = pb.Delete(b.scr, nil)
+		}
+		b.scr = appendIndexKey(b.scr[:0], key)
+		_ = pb.Delete(b.scr, nil)
+		return
+	}
+	e := o.epoch
+	if !db.mu.epochs.live(e) {
+		e = db.mu.epochs.cur // the epoch died since Put: write to the current one
+	}
+	if p.Present {
+		if p.Epoch != e {
+			b.scr = appendDataKey(b.scr[:0], p.Epoch, key)
+			_ = pb.Delete(b.scr, nil)
+		}
+		db.unindexPrevLocked(pb, b, p, key, o, e)
+	}
+	b.scr = appendDataKey(b.scr[:0], e, key)
+	_ = pb.Set(b.scr, o.rec.of(b.buf), nil)
+	b.scr = appendIndexKey(b.scr[:0], key)
+	_ = pb.Set(b.scr, binary.BigEndian.AppendUint32(scr[:0], e), nil)
+	switch {
+	case o.tomb:
+		b.scr = appendTombKey(b.scr[:0], o.exptime, e, key)
+		_ = pb.Set(b.scr, nil, nil)
+		db.st.tombstones.Add(1)
+	default:
+		if o.exptime > 0 {
+			b.scr = appendExpKey(b.scr[:0], o.exptime, e, key)
+			_ = pb.Set(b.scr, nil, nil)
+		}
+		b.deltas = append(b.deltas, epochDelta{e, 1, int64(len(key) + o.rec.n)})
+	}
+}
+
+// unindexPrevLocked deletes the x or t entry of the previous record p of
+// key, unless o (nil for a plain delete) writes the same entry again, and
+// takes p out of the counters.
+func (db *DB) unindexPrevLocked(pb *pebble.Batch, b *Batch, p Location, key []byte, o *batchOp, e uint32) {
+	same := o != nil && p.Epoch == e && p.Tombstone == o.tomb && p.Exptime == o.exptime
+	switch {
+	case p.Tombstone:
+		if !same {
+			b.scr = appendTombKey(b.scr[:0], p.Exptime, p.Epoch, key)
+			_ = pb.Delete(b.scr, nil)
+		}
+	default:
+		if p.Exptime > 0 && !same {
+			b.scr = appendExpKey(b.scr[:0], p.Exptime, p.Epoch, key)
+			_ = pb.Delete(b.scr, nil)
+		}
+		b.deltas = append(b.deltas, epochDelta{p.Epoch, -1, -int64(p.Size)})
+	}
 }
 
 // recheckLocked returns where key's record really is when prev may be

@@ -25,6 +25,7 @@ type DB struct {
 	log   *slog.Logger
 	node  uint64
 	wo    *pebble.WriteOptions // Sync for DurabilitySync, NoSync otherwise
+	hists []History            // log histories, oldest first; fixed at Open
 
 	fsyncs     atomic.Uint64
 	corruptLog rateLimitedLog
@@ -72,6 +73,8 @@ type DB struct {
 		sync.Mutex
 		indexCursor []byte // next k key of the index pass
 		expCursor   []byte // next x key of the dead-epoch x pass
+		flushCursor []byte // next d key of the record-by-record flush (Replicated)
+		flushOf     Version
 	}
 
 	stale struct {
@@ -83,6 +86,7 @@ type DB struct {
 		reads, bytesRead, writes, bytesWritten, badCRC       atomic.Uint64
 		drops, droppedItems, droppedBytes, diskFull          atomic.Uint64
 		writeErrors, sweeperRuns, swept, commits, compactDbt atomic.Uint64
+		tombstones, tombSwept                                atomic.Uint64
 	}
 
 	keyBufs sync.Pool // *[]byte scratch for keys on the read path
@@ -234,6 +238,7 @@ func (db *DB) load() error {
 		_ = b.Set(metaFormat, encodeFormat(formatVersion), nil)
 	}
 	var clean bool
+	closed := -1 // absent: a store from before histories (treated as clean)
 	for _, m := range []struct {
 		key []byte
 		fn  func(v []byte) error
@@ -246,6 +251,13 @@ func (db *DB) load() error {
 		{metaEpochs, func(v []byte) (err error) { db.mu.epochs, err = decodeEpochTable(v); return }},
 		{metaLogFirst, func(v []byte) error { f, err := decodeU64(v); db.logFirst.Store(f); return err }},
 		{metaClean, func(v []byte) error { clean = len(v) == 1 && v[0] == 1; return nil }},
+		{metaClosed, func(v []byte) error {
+			if closed = 0; len(v) == 1 && v[0] == 1 {
+				closed = 1
+			}
+			return nil
+		}},
+		{metaHistories, func(v []byte) (err error) { db.hists, err = decodeHistories(v); return }},
 	} {
 		v, err := db.getMeta(m.key)
 		if err != nil {
@@ -283,6 +295,11 @@ func (db *DB) load() error {
 	db.mu.seq = max(last, db.logFirst.Load()-1)
 	db.lastSeq.Store(db.mu.seq)
 	db.durableSeq.Store(db.mu.seq)
+	if err := db.openHistory(len(db.hists) == 0 || (!fresh && closed == 0)); err != nil {
+		return err
+	}
+	_ = b.Set(metaHistories, encodeHistories(db.hists), nil)
+	_ = b.Set(metaClosed, []byte{0}, nil)
 	if n, err := db.pdb.EstimateDiskUsage([]byte{prefixLog}, []byte{prefixLog + 1}); err == nil {
 		db.mu.logBytes = int64(n)
 	}
@@ -310,6 +327,52 @@ func (db *DB) load() error {
 }
 
 func (o *Options) disableWAL() bool { return o.Durability == DurabilityNone }
+
+// openHistory starts a new log history at the next sequence number when
+// fresh is set (a new store, or an open after an unclean shutdown, which
+// may have lost a tail that peers applied), and forgets the histories
+// whose entries the log no longer holds.
+func (db *DB) openHistory(fresh bool) error {
+	if fresh {
+		var id uint64
+		var r [8]byte
+		for id == 0 {
+			if _, err := rand.Read(r[:]); err != nil {
+				return fmt.Errorf("lsm: history id: %w", err)
+			}
+			id = binary.BigEndian.Uint64(r[:])
+		}
+		first := db.mu.seq + 1
+		if len(db.hists) == 0 {
+			first = 1 // a store from before histories: its whole log
+		}
+		if n := len(db.hists); n > 0 && db.hists[n-1].FirstSeq == first {
+			db.hists = db.hists[:n-1] // the previous history holds no entry
+		}
+		db.hists = append(db.hists, History{ID: id, FirstSeq: first})
+		if len(db.hists) > 1 {
+			db.log.Warn("log history changed after an unclean shutdown", "history", fmt.Sprintf("%016x", id), "first_seq", first)
+		}
+	}
+	head := db.logFirst.Load()
+	for len(db.hists) > 1 && db.hists[1].FirstSeq <= head {
+		db.hists = db.hists[1:]
+	}
+	return nil
+}
+
+// Histories lists this store's log histories, oldest first, with strictly
+// increasing FirstSeq (docs/replication.md). It changes only at Open.
+func (db *DB) Histories() []History { return append([]History(nil), db.hists...) }
+
+// LastSeq is the last durable sequence number of the log (the end
+// ReadLog reads to).
+func (db *DB) LastSeq() uint64 {
+	if db.opts.Durability == DurabilityNone {
+		return db.lastSeq.Load()
+	}
+	return db.durableSeq.Load()
+}
 
 // lastLogSeq finds the highest l key.
 func (db *DB) lastLogSeq() (uint64, error) {
@@ -446,6 +509,7 @@ func (db *DB) Close() error {
 		if !db.recounting.Load() {
 			_ = b.Set(metaClean, []byte{1}, nil)
 		}
+		_ = b.Set(metaClosed, []byte{1}, nil)
 		wo := pebble.Sync
 		if db.opts.disableWAL() {
 			wo = pebble.NoSync
@@ -522,6 +586,11 @@ func (db *DB) Stats() Stats {
 		CompactDebt:  db.st.compactDbt.Load(),
 		LogFirst:     db.logFirst.Load(),
 		LogLast:      db.lastSeq.Load(),
+		Tombstones:   db.st.tombstones.Load(),
+		TombSwept:    db.st.tombSwept.Load(),
+	}
+	if n := len(db.hists); n > 0 {
+		s.History = db.hists[n-1].ID
 	}
 	if db.recounting.Load() {
 		s.Recounting = 1

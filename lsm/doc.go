@@ -17,6 +17,28 @@
 // memcached rule (expiry, flush marker): the engine does. A record that
 // fails its checks is never served: Get returns ErrCorrupt, counted.
 //
+// # Replication (Options.Replicated; replicate.go, docs/replication.md)
+//
+// A replicated store keeps what peers need: a delete leaves a tombstone
+// (a record of kind 2 with the delete's version and time, indexed in t,
+// counted in no item counter) until the log head has passed the time it
+// was written (or LogRetentionAge, when the log's only entry is older); a
+// flush_all is carried out record by record by Maintain (every record whose
+// version is below FlushMarker.Bound goes, those above stay, wherever they
+// were written first) instead of by dropping epochs. Records from peers
+// enter with Batch.PutRemote and FlushRemote, which write no log entry (a
+// node never re-ships what it applied), keep the record's version, value
+// bytes and times, and give an item a fresh local CAS; Batch.SetApplied
+// stores the peer's offset in the same Pebble batch. Readers get each log
+// entry with its record (ReadLogRecords; nil when superseded), every
+// record at one point (Snapshot, under the commit mutex, with the seq and
+// history of that point), or records in chunks (Scan). In cache mode an
+// epoch dropped for the disk limit takes its tombstones with it.
+//
+// Every open after an unclean shutdown (m closed = 0) starts a new log
+// history at the last seq + 1 (Histories): the shutdown may have lost a
+// tail that peers already applied, and the history tells them.
+//
 // # Key spaces
 //
 // One Pebble keyspace split by the first byte. Integers are big-endian, so
@@ -26,6 +48,7 @@
 //	k | user key                             → epoch u32       where the current record is
 //	l | seq u64                              → log entry       this node's log
 //	x | exptime u64 | epoch u32 | user key   → (empty)         expiry index, by time
+//	t | time u64 | epoch u32 | user key      → (empty)         tombstone index, by time written
 //	m | name                                 → metadata
 //
 // The live epochs are a range [lo, cur]. Writes go to cur. The epoch
@@ -39,7 +62,7 @@
 //	 0      1      2      3      4             8            16           24
 //	+------+------+------+------+-------------+------------+------------+
 //	|format| kind |codec | bits | client flags|  exptime   |    time    |
-//	|  =1  |  =1  |0,1,2 |      |   u32       |   i64 s    |  i64 s     |
+//	|  =1  |1,2,3 |0,1,2 |      |   u32       |   i64 s    |  i64 s     |
 //	+------+------+------+------+-------------+------------+------------+
 //	24           32           40           48          52
 //	+------------+------------+------------+-----------+----------------+-----------+
@@ -47,8 +70,11 @@
 //	|    u64     |    u64     | node u64   | len u32   | (codec)        | u32       |
 //	+------------+------------+------------+-----------+----------------+-----------+
 //
-// codec: 0 none, 1 s2 (block format), 2 zstd (one frame with its content
-// size). bits: 0x01 the key is binary (base64 meta key), 0x02 stale. The
+// kind: 1 item, 2 tombstone (no value; time = when written on this node),
+// 3 flush marker (never in d: ReadLogRecords and Snapshot ship it; exptime
+// = oldest-live, CAS = oldest-CAS; no value). Kinds 2 and 3 have codec 0,
+// bits 0, flags 0. codec: 0 none, 1 s2 (block format), 2 zstd (one frame
+// with its content size). bits: 0x01 the key is binary (base64 meta key), 0x02 stale. The
 // CRC-32C (Castagnoli) covers every byte before it. A value of at least
 // CompressMin bytes is compressed and kept compressed only when that saves
 // at least 1/8. Decoding checks the length, format, kind, codec, bits, CRC
@@ -77,7 +103,10 @@
 //	m flush-done  i64                         oldest-live of the last executed flush
 //	m epochs      lo u32, cur u32, then (items u64, bytes u64) per live epoch
 //	m log-first   u64                         first sequence number kept
-//	m clean       1 byte                      1 after Close; 0 while open
+//	m clean       1 byte                      1 after Close with exact counters; 0 while open
+//	m closed      1 byte                      1 after Close; 0 while open (0 at open: new history)
+//	m histories   n × (id u64, first seq u64) log histories, oldest first
+//	m applied/<peer u64>  history u64, seq u64  a peer's log applied up to seq (Batch.SetApplied)
 //
 // The per-epoch counters are exact after a clean Close. After a crash
 // (clean = 0) a background recount rebuilds them from a Pebble snapshot of

@@ -54,6 +54,11 @@ func (db *DB) Get(dst, key []byte) (Record, error) {
 		return rec, err
 	}
 	rec.Where.Exptime = rec.Exptime
+	if rec.Tombstone {
+		rec.Where.Tombstone, rec.Where.Exptime = true, rec.Time
+		rec.Value = dst
+		return rec, nil
+	}
 	db.st.reads.Add(1)
 	db.st.bytesRead.Add(uint64(len(rec.Value) - len(dst)))
 	return rec, nil
@@ -117,8 +122,53 @@ func (db *DB) lookupOpen(key []byte) (Location, error) {
 	where.Size = uint32(len(key) + len(v))
 	if h, _, err := parseRecordHeader(v); err == nil {
 		where.Exptime = h.exptime
+		if h.kind == KindTombstone {
+			where.Tombstone, where.Exptime = true, h.time
+		}
 	}
 	return where, nil
+}
+
+// GetRaw appends the encoded current record of key (an item, with its
+// value in stored, possibly compressed form, or a tombstone) to dst, for
+// shipping to a peer; raw is nil when the key has no record. The record is
+// not verified (ParseRecord does that). where is as Record.Where of Get.
+func (db *DB) GetRaw(dst, key []byte) (raw []byte, where Location, err error) {
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed.Load() {
+		return nil, Location{}, ErrClosed
+	}
+	return db.getRawOpen(dst, key)
+}
+
+// getRawOpen is GetRaw for a caller that holds closeMu.
+func (db *DB) getRawOpen(dst, key []byte) ([]byte, Location, error) {
+	gen := db.sweepGen.Load()
+	bp := db.keyBufs.Get().(*[]byte)
+	defer db.keyBufs.Put(bp)
+	where, err := db.locate(bp, key)
+	where.gen = gen
+	if err != nil || !where.Present {
+		return nil, where, err
+	}
+	*bp = appendDataKey((*bp)[:0], where.Epoch, key)
+	v, closer, err := db.pdb.Get(*bp)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, Location{Known: true, gen: gen}, nil
+	}
+	if err != nil {
+		return nil, Location{}, fmt.Errorf("lsm: get: %w", err)
+	}
+	defer closer.Close()
+	where.Size = uint32(len(key) + len(v))
+	if h, _, err := parseRecordHeader(v); err == nil {
+		where.Exptime = h.exptime
+		if h.kind == KindTombstone {
+			where.Tombstone, where.Exptime = true, h.time
+		}
+	}
+	return append(dst, v...), where, nil
 }
 
 func (db *DB) queueStale(k []byte) {

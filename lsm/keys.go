@@ -12,6 +12,7 @@ const (
 	prefixIndex = 'k' // k key → epoch(u32)
 	prefixLog   = 'l' // l seq(u64) → log entry
 	prefixMeta  = 'm' // m name → metadata
+	prefixTomb  = 't' // t time(u64) epoch(u32) key → empty (Options.Replicated)
 	prefixExp   = 'x' // x exptime(u64) epoch(u32) key → empty
 )
 
@@ -43,9 +44,18 @@ func appendExpKey(dst []byte, exptime int64, epoch uint32, key []byte) []byte {
 	return append(dst, key...)
 }
 
-// parseExpKey splits an x key.
+// appendTombKey is the tombstone-index key of a tombstone written at unix
+// second when: the sweeper removes it once the log head has passed when.
+func appendTombKey(dst []byte, when int64, epoch uint32, key []byte) []byte {
+	dst = append(dst, prefixTomb)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(when))
+	dst = binary.BigEndian.AppendUint32(dst, epoch)
+	return append(dst, key...)
+}
+
+// parseExpKey splits an x key (or a t key: same layout).
 func parseExpKey(k []byte) (exptime int64, epoch uint32, key []byte, ok bool) {
-	if len(k) < 13 || k[0] != prefixExp {
+	if len(k) < 13 || (k[0] != prefixExp && k[0] != prefixTomb) {
 		return 0, 0, nil, false
 	}
 	return int64(binary.BigEndian.Uint64(k[1:])), binary.BigEndian.Uint32(k[9:]), k[13:], true
@@ -72,7 +82,34 @@ var (
 	metaEpochs    = metaKey("epochs")     // epoch table
 	metaLogFirst  = metaKey("log-first")  // u64 first sequence number kept
 	metaClean     = metaKey("clean")      // 1: closed cleanly (counters exact); 0: open or crashed
+	metaClosed    = metaKey("closed")     // 1: closed cleanly (the log lost no tail); 0: open or crashed
+	metaHistories = metaKey("histories")  // (id u64, first seq u64) per log history, oldest first
+	metaApplied   = metaKey("applied/")   // + peer u64 → history u64, seq u64
 )
+
+func appliedKey(peer uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), metaApplied...), peer)
+}
+
+func encodeHistories(hs []History) []byte {
+	b := make([]byte, 0, 16*len(hs))
+	for _, h := range hs {
+		b = binary.BigEndian.AppendUint64(b, h.ID)
+		b = binary.BigEndian.AppendUint64(b, h.FirstSeq)
+	}
+	return b
+}
+
+func decodeHistories(b []byte) ([]History, error) {
+	if len(b)%16 != 0 {
+		return nil, fmt.Errorf("%w: history list of %d bytes", ErrCorrupt, len(b))
+	}
+	hs := make([]History, 0, len(b)/16)
+	for ; len(b) > 0; b = b[16:] {
+		hs = append(hs, History{ID: binary.BigEndian.Uint64(b), FirstSeq: binary.BigEndian.Uint64(b[8:])})
+	}
+	return hs, nil
+}
 
 // formatMagic and formatVersion identify the on-disk layout of this
 // package; Open refuses any other.

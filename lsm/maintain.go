@@ -34,7 +34,7 @@ func (db *DB) Maintain() {
 	db.refreshUsage()
 	db.mu.Lock()
 	var err error
-	if f := db.mu.flush.OldestLive; f > db.mu.flushDone && f <= now.Unix() {
+	if f := db.mu.flush.OldestLive; !db.opts.Replicated && f > db.mu.flushDone && f <= now.Unix() {
 		err = db.executeFlushLocked()
 	}
 	db.mu.Unlock()
@@ -48,8 +48,14 @@ func (db *DB) Maintain() {
 			db.refreshUsage()
 		}
 	}
+	if db.opts.Replicated {
+		db.flushPass(now.Unix())
+	}
 	db.st.sweeperRuns.Add(1)
 	db.sweep(now.Unix())
+	if db.opts.Replicated {
+		db.sweepTombstones(now)
+	}
 	db.cleanStale()
 	db.indexPass()
 	db.trimLog(now)
@@ -177,7 +183,7 @@ func (db *DB) sweepChunk(xkeys [][]byte) {
 			continue
 		}
 		where, err := db.lookupOpen(key)
-		if err != nil || !where.Present || where.Epoch != epoch || where.Exptime != exptime {
+		if err != nil || !where.Present || where.Tombstone || where.Epoch != epoch || where.Exptime != exptime {
 			continue // not the current record: the x entry alone is stale
 		}
 		scr = appendDataKey(scr[:0], epoch, key)
@@ -381,6 +387,9 @@ func (db *DB) recount() {
 		if !ok || e < lo || e > cur {
 			continue
 		}
+		if v := it.Value(); len(v) > 1 && RecordKind(v[1]) == KindTombstone {
+			continue // tombstones count as no item
+		}
 		counts[e-lo].items++
 		counts[e-lo].bytes += int64(len(key) + len(it.Value()))
 	}
@@ -399,4 +408,191 @@ func (db *DB) recount() {
 	db.recounting.Store(false)
 	db.mu.Unlock()
 	db.log.Info("disk item counters rebuilt after an unclean shutdown")
+}
+
+// sweepTombstones removes the tombstones (Options.Replicated) written
+// before the log's head: a peer that needs them to order an older write
+// could still read that write from this log, so they live at least as long
+// as it. The cut is the head entry's time, or now less LogRetentionAge when
+// that is later (the log always keeps its newest entry, however old) or
+// the log is empty.
+func (db *DB) sweepTombstones(now time.Time) {
+	cut := now.Add(-db.opts.LogRetentionAge).Unix()
+	if first := db.logFirst.Load(); first <= db.lastSeq.Load() {
+		v, closer, err := db.pdb.Get(appendLogKey(nil, first))
+		if err != nil {
+			return
+		}
+		var e LogEntry
+		derr := decodeLogEntry(v, &e)
+		closer.Close()
+		if derr == nil {
+			cut = max(cut, e.Time/1000)
+		}
+	}
+	upper := binary.BigEndian.AppendUint64([]byte{prefixTomb}, uint64(max(cut, 0)))
+	deadline := time.Now().Add(passBudget)
+	for time.Now().Before(deadline) {
+		keys, err := db.scan([]byte{prefixTomb}, upper, chunkSize)
+		if err != nil || len(keys) == 0 {
+			return
+		}
+		db.deleteChunk(keys, func(k []byte, where Location) bool {
+			when, epoch, _, _ := parseExpKey(k)
+			return where.Tombstone && where.Epoch == epoch && where.Exptime == when
+		}, &db.st.tombSwept)
+		if len(keys) < chunkSize {
+			return
+		}
+	}
+}
+
+// deleteChunk deletes, under the commit mutex, the index keys ikeys (x or
+// t keys) and the records they name when current(ikey, where) says the
+// key's current record is the one indexed; n counts the records deleted.
+func (db *DB) deleteChunk(ikeys [][]byte, current func(ikey []byte, where Location) bool, n interface{ Add(uint64) uint64 }) {
+	pb := db.pdb.NewBatch()
+	defer pb.Close()
+	var deltas []epochDelta
+	var deleted uint64
+	var scr []byte
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	for _, ik := range ikeys {
+		_, epoch, key, ok := parseExpKey(ik)
+		_ = pb.Delete(ik, nil)
+		if !ok || !db.mu.epochs.live(epoch) {
+			continue
+		}
+		where, err := db.lookupOpen(key)
+		if err != nil || !where.Present || !current(ik, where) {
+			continue
+		}
+		scr = appendDataKey(scr[:0], epoch, key)
+		_ = pb.Delete(scr, nil)
+		scr = appendIndexKey(scr[:0], key)
+		_ = pb.Delete(scr, nil)
+		if !where.Tombstone {
+			deltas = append(deltas, epochDelta{epoch, -1, -int64(where.Size)})
+		}
+		deleted++
+	}
+	if err := db.pdb.Apply(pb, pebble.NoSync); err != nil || db.failed() != nil {
+		return
+	}
+	db.mu.epochs.apply(deltas)
+	if deleted > 0 {
+		db.sweepGen.Add(1) // Locations read before may name deleted records
+		n.Add(deleted)
+	}
+}
+
+// flushPass carries out an effective flush marker record by record
+// (Options.Replicated): it walks the d ranges in chunks and deletes every
+// current record (items and tombstones) whose version is below the
+// marker's bound, leaving those written after the flush, wherever they
+// were written first. Reads apply the same rule meanwhile (the engine), so
+// the pass only gives the space back. Its cursor survives between passes;
+// when it reaches the end the marker is recorded as done.
+func (db *DB) flushPass(now int64) {
+	db.mu.Lock()
+	m, done := db.mu.flush, db.mu.flushDone
+	db.mu.Unlock()
+	if m.OldestLive == 0 || m.OldestLive > now || done >= m.OldestLive {
+		return
+	}
+	c := &db.maintainMu
+	if c.flushCursor == nil || c.flushOf != m.Version {
+		c.flushCursor, c.flushOf = []byte{prefixData}, m.Version
+	}
+	bound := m.Bound()
+	deadline := time.Now().Add(passBudget)
+	for time.Now().Before(deadline) {
+		it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: c.flushCursor, UpperBound: []byte{prefixData + 1}})
+		if err != nil {
+			return
+		}
+		var victims [][]byte // d keys
+		n := 0
+		ok := it.First()
+		for ; ok && n < 4*chunkSize; ok = it.Next() {
+			n++
+			if h, _, err := parseRecordHeader(it.Value()); err == nil && h.version.Less(bound) {
+				victims = append(victims, append([]byte(nil), it.Key()...))
+			}
+		}
+		if ok {
+			c.flushCursor = append(c.flushCursor[:0], it.Key()...)
+		}
+		_ = it.Close()
+		if len(victims) > 0 {
+			db.flushChunk(victims, bound)
+		}
+		if !ok {
+			db.mu.Lock()
+			if db.mu.flush.Version == m.Version {
+				if err := db.pdb.Set(metaFlushDone, u64(uint64(m.OldestLive)), pebble.NoSync); err == nil {
+					db.mu.flushDone = m.OldestLive
+				}
+			}
+			db.mu.Unlock()
+			c.flushCursor = nil
+			db.log.Info("flush_all executed record by record", "oldest_live", m.OldestLive)
+			return
+		}
+	}
+}
+
+// flushChunk deletes the records at the d keys dkeys that are still their
+// key's current record and still below bound. Requires maintainMu.
+func (db *DB) flushChunk(dkeys [][]byte, bound Version) {
+	pb := db.pdb.NewBatch()
+	defer pb.Close()
+	var deltas []epochDelta
+	var deleted uint64
+	var scr []byte
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	for _, dk := range dkeys {
+		epoch, key, ok := parseDataKey(dk)
+		if !ok || !db.mu.epochs.live(epoch) {
+			continue
+		}
+		v, closer, err := db.pdb.Get(dk)
+		if err != nil {
+			continue
+		}
+		h, _, perr := parseRecordHeader(v)
+		size := int64(len(key) + len(v))
+		closer.Close()
+		if perr != nil || !h.version.Less(bound) {
+			continue // rewritten since the scan
+		}
+		where, err := db.lookupOpen(key)
+		if err != nil || !where.Present || where.Epoch != epoch {
+			_ = pb.Delete(dk, nil) // not the current record: garbage
+			continue
+		}
+		_ = pb.Delete(dk, nil)
+		scr = appendIndexKey(scr[:0], key)
+		_ = pb.Delete(scr, nil)
+		if h.kind == KindTombstone {
+			scr = appendTombKey(scr[:0], h.time, epoch, key)
+			_ = pb.Delete(scr, nil)
+		} else {
+			if h.exptime > 0 {
+				scr = appendExpKey(scr[:0], h.exptime, epoch, key)
+				_ = pb.Delete(scr, nil)
+			}
+			deltas = append(deltas, epochDelta{epoch, -1, -size})
+		}
+		deleted++
+	}
+	if err := db.pdb.Apply(pb, pebble.NoSync); err != nil || db.failed() != nil {
+		return
+	}
+	db.mu.epochs.apply(deltas)
+	if deleted > 0 {
+		db.sweepGen.Add(1)
+	}
 }

@@ -15,7 +15,6 @@ import (
 // Record encoding (the value of a d key; doc.go draws it).
 const (
 	recordFormat = 1 // first byte of every record
-	kindItem     = 1 // an item; kindTombstone (a versioned delete) arrives with replication
 
 	bitKeyBinary = 1 << 0
 	bitStale     = 1 << 1
@@ -79,9 +78,13 @@ func (c *recordCodec) close() {
 	}
 }
 
-// appendRecord appends the encoding of rec (with rec.Value) to dst.
+// appendRecord appends the encoding of rec (with rec.Value) to dst: an
+// item, or a tombstone when rec.Tombstone (no value, flags or expiry).
 func (c *recordCodec) appendRecord(dst []byte, rec *Record) []byte {
 	start := len(dst)
+	if rec.Tombstone {
+		return appendBareRecord(dst, KindTombstone, 0, rec.Time, 0, rec.Version)
+	}
 	var bits byte
 	if rec.KeyBinary {
 		bits |= bitKeyBinary
@@ -89,7 +92,7 @@ func (c *recordCodec) appendRecord(dst []byte, rec *Record) []byte {
 	if rec.Stale {
 		bits |= bitStale
 	}
-	dst = append(dst, recordFormat, kindItem, byte(CodecNone), bits)
+	dst = append(dst, recordFormat, byte(KindItem), byte(CodecNone), bits)
 	dst = binary.BigEndian.AppendUint32(dst, rec.Flags)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(rec.Exptime))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(rec.Time))
@@ -127,6 +130,7 @@ func (c *recordCodec) appendRecord(dst []byte, rec *Record) []byte {
 
 // recordHeader is the fixed part of a record.
 type recordHeader struct {
+	kind    RecordKind
 	codec   Codec
 	bits    byte
 	flags   uint32
@@ -150,7 +154,8 @@ func parseRecordHeader(src []byte) (h recordHeader, body []byte, err error) {
 	if src[0] != recordFormat {
 		return h, nil, fmt.Errorf("%w: format %d", ErrCorrupt, src[0])
 	}
-	if src[1] != kindItem {
+	h.kind = RecordKind(src[1])
+	if h.kind < KindItem || h.kind > KindFlush {
 		return h, nil, fmt.Errorf("%w: kind %d", ErrCorrupt, src[1])
 	}
 	h.codec = Codec(src[2])
@@ -175,6 +180,9 @@ func parseRecordHeader(src []byte) (h recordHeader, body []byte, err error) {
 	if h.codec == CodecNone && int(h.rawLen) != len(body) {
 		return h, nil, fmt.Errorf("%w: value length %d, %d bytes stored", ErrCorrupt, h.rawLen, len(body))
 	}
+	if h.kind != KindItem && (len(body) != 0 || h.codec != CodecNone || h.bits != 0 || h.flags != 0) {
+		return h, nil, fmt.Errorf("%w: %v record with a value", ErrCorrupt, h.kind)
+	}
 	return h, body, nil
 }
 
@@ -184,6 +192,9 @@ func (c *recordCodec) decodeRecord(dst, src []byte, rec *Record) error {
 	h, body, err := parseRecordHeader(src)
 	if err != nil {
 		return err
+	}
+	if h.kind == KindFlush {
+		return fmt.Errorf("%w: a flush marker where an item was expected", ErrCorrupt)
 	}
 	start := len(dst)
 	switch h.codec {
@@ -215,7 +226,8 @@ func (c *recordCodec) decodeRecord(dst, src []byte, rec *Record) error {
 		dst = out
 	}
 	*rec = Record{
-		Found:     true,
+		Found:     h.kind == KindItem,
+		Tombstone: h.kind == KindTombstone,
 		Flags:     h.flags,
 		Exptime:   h.exptime,
 		Time:      h.time,
@@ -227,4 +239,128 @@ func (c *recordCodec) decodeRecord(dst, src []byte, rec *Record) error {
 		Where:     rec.Where,
 	}
 	return nil
+}
+
+// RecordKind is what a record holds (byte 1 of the encoding).
+type RecordKind uint8
+
+const (
+	KindItem      RecordKind = 1 // an item with its value
+	KindTombstone RecordKind = 2 // a versioned delete (Options.Replicated)
+	KindFlush     RecordKind = 3 // a flush_all marker (shipped, never stored in d)
+)
+
+func (k RecordKind) String() string {
+	switch k {
+	case KindItem:
+		return "item"
+	case KindTombstone:
+		return "tombstone"
+	case KindFlush:
+		return "flush"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// RecordHeader is the fixed part of an encoded record, as ParseRecord
+// reads it without decompressing the value.
+type RecordHeader struct {
+	Kind      RecordKind
+	Flags     uint32
+	Exptime   int64 // items: absolute unix seconds, 0 never; flush: OldestLive
+	Time      int64 // unix seconds when written
+	CAS       uint64
+	Version   Version
+	KeyBinary bool
+	Stale     bool
+	ValueLen  int // the value's length once decompressed
+}
+
+// ParseRecord checks the framing and checksum of an encoded record (an
+// item, tombstone or flush marker: the bytes GetRaw, ReadLogRecords and
+// Snapshot pass) and returns its header. It does not decompress the value:
+// DecodeRecord does. Every failure wraps ErrCorrupt.
+func ParseRecord(raw []byte) (RecordHeader, error) {
+	h, _, err := parseRecordHeader(raw)
+	if err != nil {
+		return RecordHeader{}, err
+	}
+	return RecordHeader{
+		Kind:      h.kind,
+		Flags:     h.flags,
+		Exptime:   h.exptime,
+		Time:      h.time,
+		CAS:       h.cas,
+		Version:   h.version,
+		KeyBinary: h.bits&bitKeyBinary != 0,
+		Stale:     h.bits&bitStale != 0,
+		ValueLen:  int(h.rawLen),
+	}, nil
+}
+
+// plainCodec decodes records outside a DB (DecodeRecord); its zstd decoder
+// is created on first use and shared.
+var plainCodec = newRecordCodec(CodecNone, -1)
+
+// DecodeRecord verifies raw (an item or a tombstone) and decodes it, the
+// value decompressed and appended to dst. A tombstone decodes with Found
+// false and Tombstone true. Every failure wraps ErrCorrupt.
+func DecodeRecord(dst, raw []byte) (Record, error) {
+	var rec Record
+	err := plainCodec.decodeRecord(dst, raw, &rec)
+	return rec, err
+}
+
+// AppendRecord appends the encoding of rec to dst, uncompressed: an item,
+// or a tombstone when rec.Tombstone. Tests and tools use it; a DB
+// compresses per its Options.
+func AppendRecord(dst []byte, rec *Record) []byte { return plainCodec.appendRecord(dst, rec) }
+
+// AppendFlushRecord appends m encoded as a flush record: the record
+// framing (with its CRC) of kind flush, OldestLive in the exptime field and
+// OldestCAS in the CAS field.
+func AppendFlushRecord(dst []byte, m FlushMarker) []byte {
+	return appendBareRecord(dst, KindFlush, m.OldestLive, 0, m.OldestCAS, m.Version)
+}
+
+// DecodeFlushRecord verifies and decodes a flush record. Failures wrap
+// ErrCorrupt.
+func DecodeFlushRecord(raw []byte) (FlushMarker, error) {
+	h, _, err := parseRecordHeader(raw)
+	if err != nil {
+		return FlushMarker{}, err
+	}
+	if h.kind != KindFlush {
+		return FlushMarker{}, fmt.Errorf("%w: a %v record where a flush marker was expected", ErrCorrupt, h.kind)
+	}
+	return FlushMarker{OldestLive: h.exptime, OldestCAS: h.cas, Version: h.version}, nil
+}
+
+// appendBareRecord appends a record without a value (a tombstone or a
+// flush marker).
+func appendBareRecord(dst []byte, kind RecordKind, exptime, when int64, cas uint64, v Version) []byte {
+	start := len(dst)
+	dst = append(dst, recordFormat, byte(kind), byte(CodecNone), 0)
+	dst = binary.BigEndian.AppendUint32(dst, 0)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(exptime))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(when))
+	dst = binary.BigEndian.AppendUint64(dst, cas)
+	dst = binary.BigEndian.AppendUint64(dst, v.HLC)
+	dst = binary.BigEndian.AppendUint64(dst, v.Node)
+	dst = binary.BigEndian.AppendUint32(dst, 0)
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// patchRecord rewrites the CAS (items) or the time (tombstones) of an
+// encoded record in place and recomputes its checksum: an applied record
+// keeps its stored (possibly compressed) value bytes.
+func patchRecord(raw []byte, kind RecordKind, cas uint64, now int64) {
+	switch kind {
+	case KindItem:
+		binary.BigEndian.PutUint64(raw[24:], cas)
+	case KindTombstone:
+		binary.BigEndian.PutUint64(raw[16:], uint64(now))
+	}
+	n := len(raw) - recordTrailer
+	binary.BigEndian.PutUint32(raw[n:], crc32.Checksum(raw[:n], castagnoli))
 }
