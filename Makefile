@@ -5,7 +5,7 @@ FUZZTIME ?= 5m
 # Fuzz time per target inside `make test`.
 TEST_FUZZTIME ?= 10s
 
-.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench bench-memory bench-compare clean
+.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench bench-memory bench-compare soak clean
 
 all: build
 
@@ -46,10 +46,17 @@ bench:
 bench-memory:
 	$(GO) run ./bench/memreport -out docs/benchmarks.md
 
-## bench-compare: throughput and latency, tcache vs memcached, on named workloads
+## bench-compare: throughput and latency, tcache vs memcached, on named workloads, including
+## overflow (memcached+extstore), durable (sync vs none) and restart time
 ## (rewrites its section of docs/benchmarks.md; COMPARE_ARGS="--rounds 5 --duration 20s")
 bench-compare:
 	$(GO) run ./cmd/tcache bench compare --out docs/benchmarks.md $(COMPARE_ARGS)
+
+## soak: the kill -9 test (durability sync) for SOAK_ROUNDS rounds (default 20), and the
+## other disk-tier crash tests once
+SOAK_ROUNDS ?= 20
+soak:
+	TCACHE_SOAK_ROUNDS=$(SOAK_ROUNDS) $(GO) test -count=1 -timeout 30m -run 'TestDiskKill9|TestDiskPHPSessionSurvivesKill' -v ./cmd/tcache
 
 clean:
 	rm -rf bin

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -27,7 +29,33 @@ type Workload struct {
 	Prefill bool
 	// Unavailable, when not empty, is why the workload cannot run yet.
 	Unavailable string
+
+	// Dedicated workloads run on their own pair of servers, started for
+	// them with MemoryMB (the shared servers' -m otherwise) and the extra
+	// arguments below; the others share one memcached and one tcache.
+	Dedicated bool
+	MemoryMB  int
+	// MemcachedArgs returns memcached's extra arguments, given a scratch
+	// directory (extstore's file). Ignored when Baseline is set.
+	MemcachedArgs func(dir string) []string
+	// TcacheArgs are tcache's extra arguments.
+	TcacheArgs []string
+	// RestartSizes, when set, makes the workload a restart measurement:
+	// for each size, tcache (-m 64, durability none) is filled with that
+	// many bytes of 4 KiB values, stopped, and timed from exec to its first
+	// answered request (ComparisonRow.Restarts).
+	RestartSizes []int64
+	// Baseline, when not nil, replaces memcached in the "memcached"
+	// column by tcache with these arguments (durable: durability none).
+	Baseline []string
 }
+
+// Key ranges of the disk workloads.
+const (
+	// overflowKeys × 2.5 KiB (mean of 1–4 KiB) ≈ 1 GiB.
+	overflowKeys = 420_000
+	durableKeys  = 1_000_000
+)
 
 // hotKeys is the key range of the hot-tier workloads: 100 000 keys, so the
 // data set fits in RAM on both servers.
@@ -45,7 +73,22 @@ func Workloads() []Workload {
 			MultiKeyGet: multi, Seed: 1, DistinctClientSeed: true,
 		}
 	}
-	const noDisk = "not available (disk tier not built yet)"
+	overflow := Options{
+		Protocol: ProtocolText, Threads: 1, Clients: 50,
+		SetRatio: 1, GetRatio: 10, Pipeline: 1,
+		DataSizeMin: 1024, DataSizeMax: 4096,
+		SetPattern: Gaussian, GetPattern: Gaussian,
+		KeyPrefix: "over:", KeyMinimum: 0, KeyMaximum: overflowKeys - 1,
+		Seed: 1, DistinctClientSeed: true,
+	}
+	durable := Options{
+		Protocol: ProtocolText, Threads: 1, Clients: 50,
+		SetRatio: 1, GetRatio: 0, Pipeline: 1,
+		DataSizeMin: 256, DataSizeMax: 256,
+		SetPattern: Random, GetPattern: Random,
+		KeyPrefix: "dur:", KeyMinimum: 0, KeyMaximum: durableKeys - 1,
+		Seed: 1, DistinctClientSeed: true,
+	}
 	return []Workload{
 		{Name: "hot-1-10", Description: "1:10 set:get, 100-byte values, 50 connections, pipeline 1",
 			Options: hot("hot:", 1, 10, 100, 1, 0), Prefill: true},
@@ -55,10 +98,21 @@ func Workloads() []Workload {
 			Options: hot("mixed:", 1, 1, 1024, 1, 0), Prefill: true},
 		{Name: "multiget", Description: "1:10 set:get, gets of 10 keys, 100-byte values, 50 connections, pipeline 1",
 			Options: hot("multi:", 1, 10, 100, 1, 10), Prefill: true},
-		{Name: "overflow", Description: "-m 64, ~1 GiB of 1–4 KiB values, gaussian keys; memcached with extstore",
-			Unavailable: noDisk},
-		{Name: "durable", Description: "set-heavy; tcache durability sync vs none",
-			Unavailable: noDisk},
+		{Name: "overflow", Description: "both at `-m 64`: 420 000 keys of 1–4 KiB values (~1 GiB, 16× memory) stored once, " +
+			"then 1:10 set:get with gaussian keys, 50 connections; memcached with extstore (`-o ext_path=FILE:4G`), " +
+			"tcache with its disk tier (mode cache, durability interval)",
+			Options: overflow, Prefill: true, Dedicated: true, MemoryMB: 64,
+			MemcachedArgs: func(dir string) []string {
+				return []string{"-o", "ext_path=" + filepath.Join(dir, "extstore") + ":4G"}
+			}},
+		{Name: "durable", Description: "sets only, 256-byte values, random keys of 1 000 000, 50 connections: " +
+			"**the memcached column is tcache with `durability: none`**, the tcache column `durability: sync` " +
+			"(the ratio is sync / none)",
+			Options: durable, Dedicated: true,
+			Baseline: []string{"--durability", "none"}, TcacheArgs: []string{"--durability", "sync"}},
+		{Name: "restart", Description: "tcache only, `-m 64`: time from exec to the first answered request after a " +
+			"graceful stop, with 256 MiB, 512 MiB and 1 GiB of 4 KiB values on disk",
+			Dedicated: true, RestartSizes: []int64{256 << 20, 512 << 20, 1 << 30}},
 	}
 }
 
@@ -157,6 +211,16 @@ type ComparisonRow struct {
 	Memcached, Tcache []RunResult
 	// Err is why the workload has no figures (Unavailable, or a failure).
 	Err string
+	// Restarts are the measurements of a restart workload.
+	Restarts []RestartResult
+}
+
+// RestartResult is one restart measurement.
+type RestartResult struct {
+	DataBytes int64         // bytes of values written before the stop
+	DiskBytes uint64        // extstore_bytes_used before the stop
+	Items     uint64        // curr_items after the restart
+	FirstReq  time.Duration // exec to the first answered request
 }
 
 // Compare starts memcached and tcache on free 127.0.0.1 ports with the same
@@ -207,7 +271,7 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 		}
 		row := &ComparisonRow{Workload: w, Err: w.Unavailable}
 		rows = append(rows, row)
-		if row.Err != "" || !w.Prefill {
+		if row.Err != "" || !w.Prefill || w.Dedicated {
 			continue
 		}
 		for _, p := range servers {
@@ -220,35 +284,22 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 	}
 	for round := 1; round <= o.Rounds; round++ {
 		for _, row := range rows {
-			if row.Err != "" {
+			if row.Err != "" || row.Workload.Dedicated {
 				continue
 			}
-			for _, p := range servers {
-				lo := row.Workload.Options
-				lo.Servers = []string{p.addr}
-				lo.TestTime = o.Duration
-				r, err := Run(ctx, lo)
-				if err == nil && !p.alive() {
-					err = errors.New("server exited")
-				}
-				if err != nil {
-					if ctx.Err() != nil {
-						return nil, ctx.Err()
-					}
-					row.Err = fmt.Sprintf("round %d on %s failed: %v", round, p.name, err)
-					o.Logger.Warn("run failed", "workload", row.Workload.Name, "server", p.name, "round", round, "err", err)
-					break
-				}
-				res := r.Runs[0]
-				if p == mc {
-					row.Memcached = append(row.Memcached, res)
-				} else {
-					row.Tcache = append(row.Tcache, res)
-				}
-				o.Logger.Info("run", "workload", row.Workload.Name, "server", p.name, "round", round,
-					"ops_per_sec", int64(res.Totals.OpsPerSec), "p99_ms", percentile(&res.Totals, 99),
-					"bench_cpu_s_per_M", strconv.FormatFloat(res.CPUSecondsPerMillion, 'f', 2, 64))
+			if err := runRound(ctx, o, row, round, mc, tc); err != nil {
+				return nil, err
 			}
+		}
+	}
+	mc.stop()
+	tc.stop()
+	for _, row := range rows {
+		if row.Err != "" || !row.Workload.Dedicated {
+			continue
+		}
+		if err := runDedicated(ctx, o, row, dataDir); err != nil {
+			return nil, err
 		}
 	}
 	for _, r := range rows {
@@ -256,6 +307,109 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 	}
 	cmp.Elapsed = time.Since(cmp.Started)
 	return cmp, nil
+}
+
+// runRound runs one round of row against a (the "memcached" column) and b
+// (tcache). A failed run is recorded in row.Err; only a cancelled context
+// is returned.
+func runRound(ctx context.Context, o CompareOptions, row *ComparisonRow, round int, a, b *process) error {
+	for _, p := range []*process{a, b} {
+		lo := row.Workload.Options
+		lo.Servers = []string{p.addr}
+		lo.TestTime = o.Duration
+		r, err := Run(ctx, lo)
+		if err == nil && !p.alive() {
+			err = errors.New("server exited")
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			row.Err = fmt.Sprintf("round %d on %s failed: %v", round, p.name, err)
+			o.Logger.Warn("run failed", "workload", row.Workload.Name, "server", p.name, "round", round, "err", err)
+			return nil
+		}
+		res := r.Runs[0]
+		if p == a {
+			row.Memcached = append(row.Memcached, res)
+		} else {
+			row.Tcache = append(row.Tcache, res)
+		}
+		o.Logger.Info("run", "workload", row.Workload.Name, "server", p.name, "round", round,
+			"ops_per_sec", int64(res.Totals.OpsPerSec), "p99_ms", percentile(&res.Totals, 99),
+			"bench_cpu_s_per_M", strconv.FormatFloat(res.CPUSecondsPerMillion, 'f', 2, 64))
+	}
+	return nil
+}
+
+// runDedicated starts the row's own pair of servers, prefills them, runs
+// the rounds and stops them. After an overflow run it checks that tcache
+// answered every get (every key it was given is on its disk).
+func runDedicated(ctx context.Context, o CompareOptions, row *ComparisonRow, scratch string) error {
+	w := row.Workload
+	dir, err := os.MkdirTemp(scratch, w.Name+"-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if len(w.RestartSizes) > 0 {
+		return measureRestarts(ctx, o, row, dir)
+	}
+	m := strconv.Itoa(o.MemoryMB)
+	if w.MemoryMB > 0 {
+		m = strconv.Itoa(w.MemoryMB)
+	}
+	common := []string{"-U", "0", "-m", m, "-t", strconv.Itoa(o.ServerThreads), "-c", "4096"}
+	var a *process
+	if w.Baseline != nil {
+		args := append(append(slices.Clone(common), "--data-dir", filepath.Join(dir, "baseline")), w.Baseline...)
+		a, err = startProcess(ctx, "tcache "+strings.Join(w.Baseline, " "), o.TcacheBinary, args, 60*time.Second)
+	} else {
+		args := slices.Clone(common)
+		if o.RunAsRoot {
+			args = append(args, "-u", "root")
+		}
+		if w.MemcachedArgs != nil {
+			args = append(args, w.MemcachedArgs(dir)...)
+		}
+		a, err = startProcess(ctx, "memcached", o.MemcachedBinary, args, 10*time.Second)
+	}
+	if err != nil {
+		row.Err = fmt.Sprintf("starting the baseline failed: %v", err)
+		return nil
+	}
+	defer a.stop()
+	args := append(append(slices.Clone(common), "--data-dir", filepath.Join(dir, "tcache")), w.TcacheArgs...)
+	b, err := startProcess(ctx, "tcache", o.TcacheBinary, args, 60*time.Second)
+	if err != nil {
+		row.Err = fmt.Sprintf("starting tcache failed: %v", err)
+		return nil
+	}
+	defer b.stop()
+	if w.Prefill {
+		for _, p := range []*process{a, b} {
+			start := time.Now()
+			if err := prefill(ctx, w.Options, p.addr); err != nil {
+				row.Err = fmt.Sprintf("prefill of %s failed: %v", p.name, err)
+				return nil
+			}
+			o.Logger.Info("prefilled", "workload", w.Name, "server", p.name, "took", time.Since(start).Round(time.Millisecond).String())
+		}
+	}
+	for round := 1; round <= o.Rounds && row.Err == ""; round++ {
+		if err := runRound(ctx, o, row, round, a, b); err != nil {
+			return err
+		}
+	}
+	if row.Err == "" && w.Prefill {
+		// Every key was stored before the gets: tcache must miss none.
+		for _, r := range row.Tcache {
+			if r.Gets.Misses > 0 {
+				row.Err = fmt.Sprintf("tcache missed %d gets of stored keys", r.Gets.Misses)
+			}
+		}
+	}
+	return nil
 }
 
 // prefill stores every key of w once (sequentially, partitioned over the
@@ -342,6 +496,9 @@ func (c *Comparison) MarkdownTable() string {
 		if r.Err != "" {
 			fmt.Fprintf(&b, "| %s | %s |  |  |  |  |  |  |  |  |  |  |  |\n", r.Workload.Name, r.Err)
 			continue
+		}
+		if len(r.Workload.RestartSizes) > 0 {
+			continue // its own table (RestartTable)
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | **%s** | %s | %s | %s | %s | %s | **%s** | %s | %s | %s |\n",
 			r.Workload.Name,
@@ -441,6 +598,14 @@ func (c *Comparison) Section(command string) string {
 	b.WriteString("The last two columns are the bench process's own CPU time (getrusage, user + system) per million " +
 		"requests: the cost of the load generator, which must stay well below the server's.\n\n")
 	b.WriteString(c.RoundsTable())
+	if t := c.RestartTable(); t != "" {
+		b.WriteString("\n### Restart time\n\n")
+		b.WriteString("tcache stopped gracefully (SIGTERM) after writing the given amount of 4 KiB values with " +
+			"durability none, then started again on the same data_dir: the time from exec to the first answered " +
+			"request (`version`). The RAM tier warms up lazily, so this is Pebble's open (WAL replay, manifest) and " +
+			"the server start; it is measured once per size.\n\n")
+		b.WriteString(t)
+	}
 	fmt.Fprintf(&b, "\nMachine: %s. Run on %s, took %v.\n\n", Machine(), c.Started.UTC().Format("2006-01-02 15:04 MST"), c.Elapsed.Round(time.Second))
 	b.WriteString("Command (from the repository root):\n\n```\n" + command + "\n```\n")
 	b.WriteString(CompareEnd + "\n")
@@ -464,4 +629,106 @@ func ReplaceSection(doc, section, begin, end string) (string, error) {
 	default:
 		return strings.TrimRight(doc, "\n") + "\n\n" + section, nil
 	}
+}
+
+// measureRestarts fills a tcache data_dir step by step to each of the
+// row's sizes and times a restart at each.
+func measureRestarts(ctx context.Context, o CompareOptions, row *ComparisonRow, dir string) error {
+	args := []string{"-U", "0", "-m", "64", "-t", strconv.Itoa(o.ServerThreads), "--durability", "none",
+		"--data-dir", filepath.Join(dir, "data")}
+	const valueSize = 4096
+	var written int64
+	for _, size := range row.Workload.RestartSizes {
+		p, err := startProcess(ctx, "tcache", o.TcacheBinary, args, 120*time.Second)
+		if err != nil {
+			row.Err = fmt.Sprintf("starting tcache: %v", err)
+			return nil
+		}
+		from, to := written/valueSize, size/valueSize
+		fill := Options{
+			Servers: []string{p.addr}, Protocol: ProtocolText, Threads: 1, Clients: 8,
+			SetRatio: 1, GetRatio: 0, Pipeline: 64, DataSizeMin: valueSize, DataSizeMax: valueSize,
+			SetPattern: Parallel, GetPattern: Parallel, KeyPrefix: "restart:",
+			KeyMinimum: uint64(from), KeyMaximum: uint64(to - 1), Seed: 1,
+			Requests: (to - from + 7) / 8,
+		}
+		if _, err := Run(ctx, fill); err != nil {
+			p.stop()
+			row.Err = fmt.Sprintf("filling tcache to %d MiB: %v", size>>20, err)
+			return nil
+		}
+		written = size
+		st, _ := serverStats(p.addr)
+		used, _ := strconv.ParseUint(st["extstore_bytes_used"], 10, 64)
+		p.stop()
+		res, err := timeFirstRequest(ctx, o.TcacheBinary, args)
+		if err != nil {
+			row.Err = fmt.Sprintf("restart at %d MiB: %v", size>>20, err)
+			return nil
+		}
+		res.DataBytes, res.DiskBytes = size, used
+		row.Restarts = append(row.Restarts, res)
+		o.Logger.Info("restart", "data_mib", size>>20, "disk_mib", used>>20, "items", res.Items,
+			"first_request", res.FirstReq.Round(time.Millisecond).String())
+	}
+	return nil
+}
+
+// timeFirstRequest starts tcache and measures the time from exec until a
+// "version" request is answered, then reads curr_items and stops it.
+func timeFirstRequest(ctx context.Context, bin string, args []string) (RestartResult, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return RestartResult{}, err
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	addr := net.JoinHostPort("127.0.0.1", port)
+	p := &process{name: "tcache", addr: addr, out: &lockedBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, append([]string{"-l", "127.0.0.1", "-p", port}, args...)...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	start := time.Now()
+	if err := p.cmd.Start(); err != nil {
+		return RestartResult{}, err
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	defer p.stop()
+	deadline := start.Add(120 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 64)
+			_, werr := c.Write([]byte("version\r\n"))
+			n, rerr := c.Read(buf)
+			c.Close()
+			if werr == nil && rerr == nil && strings.HasPrefix(string(buf[:n]), "VERSION ") {
+				res := RestartResult{FirstReq: time.Since(start)}
+				if st, err := serverStats(addr); err == nil {
+					res.Items, _ = strconv.ParseUint(st["curr_items"], 10, 64)
+				}
+				return res, nil
+			}
+		}
+		if !p.alive() || time.Now().After(deadline) || ctx.Err() != nil {
+			return RestartResult{}, fmt.Errorf("no answer; output: %s", strings.TrimSpace(p.out.String()))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// RestartTable renders the restart measurements, or "" without any.
+func (c *Comparison) RestartTable() string {
+	var b strings.Builder
+	for _, r := range c.Rows {
+		for _, x := range r.Restarts {
+			if b.Len() == 0 {
+				b.WriteString("| values written | Pebble disk usage | items after restart | exec → first answered request |\n|---|---|---|---|\n")
+			}
+			fmt.Fprintf(&b, "| %d MiB | %d MiB | %d | %v |\n", x.DataBytes>>20, x.DiskBytes>>20, x.Items, x.FirstReq.Round(time.Millisecond))
+		}
+	}
+	return b.String()
 }

@@ -318,6 +318,7 @@ var (
 	bodyDeltaBadval    = []byte(binStatusText(statusDeltaBadval))
 	bodyNotStored      = []byte(binStatusText(statusNotStored))
 	bodyAuthError      = []byte(binStatusText(statusAuthError))
+	bodyInternal       = []byte(binStatusText(statusInternal))
 	bodyVersion        = []byte(memcachedVersion)
 )
 
@@ -341,6 +342,8 @@ func binStatusBody(status uint16) []byte {
 		return bodyNotStored
 	case statusAuthError:
 		return bodyAuthError
+	case statusInternal:
+		return bodyInternal
 	}
 	return []byte(binStatusText(status))
 }
@@ -422,8 +425,10 @@ func (c *conn) binStore(op uint8) error {
 			c.eng.Delete(key, c.plainDelete())
 		}
 		c.binError(statusTooLarge)
-	case engine.NoMemory:
+	case engine.NoMemory, engine.DiskFull:
 		c.binError(statusNoMemory)
+	case engine.DiskError:
+		c.binError(statusInternal)
 	default: // NotStored
 		switch op {
 		case opAdd:
@@ -485,6 +490,10 @@ func (c *conn) binDelete() {
 	switch c.eng.Delete(b.key, args) {
 	case engine.OK:
 		c.binRespond(statusOK, 0, nil, nil, nil)
+	case engine.DiskFull:
+		c.binError(statusNoMemory)
+	case engine.DiskError:
+		c.binError(statusInternal)
 	case engine.Exists:
 		c.binError(statusKeyExists)
 	default:
@@ -521,7 +530,9 @@ func (c *conn) binArith(incr bool) {
 		c.binError(statusKeyExists)
 	case engine.NotStored:
 		c.binError(statusNotStored)
-	default:
+	case engine.DiskError:
+		c.binError(statusInternal)
+	default: // NoMemory, DiskFull
 		c.binError(statusNoMemory)
 	}
 }
@@ -532,8 +543,14 @@ func (c *conn) binFlush() {
 	if c.bin.req.extLen == 4 {
 		delay = binary.BigEndian.Uint32(c.bin.ext[:4])
 	}
-	c.eng.FlushAll(int64(delay))
-	c.binRespond(statusOK, 0, nil, nil, nil)
+	switch c.eng.Flush(int64(delay)) {
+	case engine.OK:
+		c.binRespond(statusOK, 0, nil, nil, nil)
+	case engine.DiskFull:
+		c.binError(statusNoMemory)
+	default:
+		c.binError(statusInternal)
+	}
 }
 
 // binSASL answers SASL_AUTH and SASL_STEP (process_bin_sasl_auth).

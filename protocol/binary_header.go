@@ -90,6 +90,9 @@ const (
 	statusAuthContinue   uint16 = 0x0021
 	statusUnknownCommand uint16 = 0x0081
 	statusNoMemory       uint16 = 0x0082
+	// statusInternal is PROTOCOL_BINARY_RESPONSE_EINTERNAL: tcache answers
+	// it when the disk tier fails a write (memcached never sends it).
+	statusInternal uint16 = 0x0084
 )
 
 // binHeader is a decoded frame header.
@@ -154,6 +157,8 @@ func binStatusText(status uint16) string {
 		return "Not stored."
 	case statusAuthError:
 		return "Auth failure."
+	case statusInternal:
+		return "Internal error: disk write failed"
 	}
 	return "UNHANDLED ERROR"
 }

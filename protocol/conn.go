@@ -114,6 +114,17 @@ type conn struct {
 	arithArgs engine.ArithArgs
 	delArgs   engine.DeleteArgs
 
+	// Multi-key gets (getKeys): the engine's reusable state, the keys of
+	// the current line (sub-slices of the read buffer, cleared after use),
+	// and the callback, a method value made once per connection so that
+	// passing it does not allocate. multiKeys and multiCAS are set for the
+	// duration of one GetMulti call.
+	multi     engine.MultiGet
+	mkeys     [][]byte
+	multiFn   func(i int, value []byte, info engine.ItemInfo, found bool)
+	multiKeys [][]byte
+	multiCAS  bool
+
 	noreply bool   // the current command carries noreply
 	key     []byte // copy of the current key (cap maxKeyLen+1)
 	value   []byte // scratch: values read or fetched; valid until the next command
@@ -440,8 +451,10 @@ func statusReply(s engine.Status) []byte {
 		return replyNotFound
 	case engine.TooLarge:
 		return replyTooLarge
-	case engine.NoMemory:
+	case engine.NoMemory, engine.DiskFull:
 		return replyNoMemory
+	case engine.DiskError:
+		return replyDiskError
 	default:
 		return replyServerErrorUnhandled
 	}

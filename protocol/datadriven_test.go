@@ -73,12 +73,26 @@ import (
 
 const idleWait = 300 * time.Millisecond
 
+// TestDataDriven runs every script against tcache in memory mode and with
+// the disk tier on (cache mode, durability none): the replies must not
+// depend on where the items live.
 func TestDataDriven(t *testing.T) {
-	for _, dir := range []string{"testdata/text", "testdata/meta", "testdata/binary", "testdata/tcache"} {
-		datadriven.Walk(t, dir, func(t *testing.T, path string) {
-			clk := clock.NewFake(time.Now().Truncate(time.Second))
-			addr := startTcache(t, clk)
-			runScript(t, path, addr, func(secs int) { clk.Advance(time.Duration(secs) * time.Second) })
+	for _, mode := range []struct {
+		name string
+		disk bool
+	}{{"memory", false}, {"disk", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			for _, dir := range []string{"testdata/text", "testdata/meta", "testdata/binary", "testdata/tcache"} {
+				datadriven.Walk(t, dir, func(t *testing.T, path string) {
+					clk := clock.NewFake(time.Now().Truncate(time.Second))
+					start := startTcache
+					if mode.disk {
+						start = startTcacheDisk
+					}
+					addr := start(t, clk)
+					runScript(t, path, addr, func(secs int) { clk.Advance(time.Duration(secs) * time.Second) })
+				})
+			}
 		})
 	}
 }
@@ -323,10 +337,10 @@ func memcachedBinary(t *testing.T) string {
 
 // startMemcached runs a fresh memcached on a free loopback port for one
 // script, stopped when the test ends.
-func startMemcached(t *testing.T, bin string) string {
+func startMemcached(t *testing.T, bin string, extra ...string) string {
 	t.Helper()
 	port := freePort(t)
-	cmd := exec.Command(bin, "-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "64", "-t", "2", "-u", "root")
+	cmd := exec.Command(bin, append([]string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "64", "-t", "2", "-u", "root"}, extra...)...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting memcached: %v", err)

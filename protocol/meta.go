@@ -74,6 +74,7 @@ var (
 	metaTooLarge         = []byte("SERVER_ERROR object too large for cache\r\n")
 	metaNoMemoryStore    = []byte("SERVER_ERROR out of memory storing object\r\n")
 	metaNoMemoryArith    = []byte("SERVER_ERROR out of memory\r\n")
+	metaDiskError        = []byte("SERVER_ERROR disk write failed\r\n")
 	metaUnhandledStorage = []byte("SERVER_ERROR Unhandled storage type.\r\n")
 	metaCRLF             = []byte("\r\n")
 	metaCodeHD           = []byte("HD")
@@ -601,8 +602,11 @@ func (c *conn) metaSet(ntok int) error {
 	case engine.TooLarge:
 		c.w.Write(metaTooLarge)
 		return nil
-	case engine.NoMemory:
+	case engine.NoMemory, engine.DiskFull:
 		c.w.Write(metaNoMemoryStore)
+		return nil
+	case engine.DiskError:
+		c.w.Write(metaDiskError)
 		return nil
 	default:
 		c.w.Write(metaUnhandledStorage)
@@ -667,6 +671,12 @@ func (c *conn) metaDelete(ntok int) error {
 			return nil
 		}
 		b = append(b, metaCodeHD...)
+	case engine.DiskFull:
+		c.w.Write(metaNoMemoryStore)
+		return nil
+	case engine.DiskError:
+		c.w.Write(metaDiskError)
+		return nil
 	case engine.Exists:
 		b = append(b, metaCodeEX...)
 	default:
@@ -737,8 +747,11 @@ func (c *conn) metaArith(ntok int) error {
 	case engine.NonNumeric:
 		c.w.Write(metaNonNumeric)
 		return nil
-	case engine.NoMemory:
+	case engine.NoMemory, engine.DiskFull:
 		c.w.Write(metaNoMemoryArith)
+		return nil
+	case engine.DiskError:
+		c.w.Write(metaDiskError)
 		return nil
 	case engine.Exists:
 		b = append(b, metaCodeEX...)

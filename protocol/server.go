@@ -15,6 +15,7 @@ import (
 
 	"github.com/tcache/tcache/engine"
 	"github.com/tcache/tcache/internal/clock"
+	"github.com/tcache/tcache/lsm"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -34,8 +35,13 @@ type Engine interface {
 	Delete(key []byte, a *engine.DeleteArgs) engine.Status
 	// Touch sets the expiry of key (raw memcached exptime).
 	Touch(key []byte, exptime int64) engine.Status
-	// FlushAll invalidates every item stored before now+delay (raw exptime).
-	FlushAll(delay int64)
+	// GetMulti looks several keys up as Get does and calls fn once per key,
+	// in order (the value is valid until fn returns); m is reusable state
+	// kept by the caller (one per connection).
+	GetMulti(m *engine.MultiGet, keys [][]byte, a *engine.GetArgs, fn func(i int, value []byte, info engine.ItemInfo, found bool))
+	// Flush invalidates every item stored before now+delay (raw exptime):
+	// OK, or DiskFull/DiskError when the disk tier could not persist it.
+	Flush(delay int64) engine.Status
 	// Stats returns the engine's counters; ResetStats zeroes the resettable ones.
 	Stats() engine.Stats
 	ResetStats()
@@ -55,6 +61,20 @@ func (s *Server) itemsStats() engine.ItemsStats {
 		return is.ItemsStats()
 	}
 	return engine.ItemsStats{}
+}
+
+// diskStatser is implemented by engines with a disk tier (*engine.Engine):
+// ok is false in memory mode, and `stats` then keeps memcached's keys.
+type diskStatser interface {
+	DiskStats() (lsm.Stats, bool)
+}
+
+// diskStats returns the engine's disk figures, and false without a disk.
+func (s *Server) diskStats() (lsm.Stats, bool) {
+	if ds, ok := s.eng.(diskStatser); ok {
+		return ds.DiskStats()
+	}
+	return lsm.Stats{}, false
 }
 
 // memoryStatser is implemented by engines that report their arena
@@ -96,6 +116,17 @@ type Options struct {
 	// or "binary" (binary only; anything else closes the connection).
 	// Default "auto".
 	Protocol string
+	// Storage describes the storage configuration for `stats settings`
+	// (tcache_mode, tcache_durability, tcache_disk_limit). Informational
+	// only. Default: nothing reported.
+	Storage StorageSettings
+}
+
+// StorageSettings are the storage settings `stats settings` reports.
+type StorageSettings struct {
+	Mode       string // memory, cache or persistent; "" = not reported
+	Durability string // sync, interval or none (disk modes)
+	DiskLimit  int64  // bytes (disk modes)
 }
 
 // EnsureDefaults fills unset fields with their defaults.

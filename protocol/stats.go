@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/tcache/tcache/engine"
+	"github.com/tcache/tcache/lsm"
 )
 
 // statSink receives stats one at a time from the generators below
@@ -151,6 +154,7 @@ func (c *conn) generalStats(sw statSink) {
 	s := c.srv
 	es := s.eng.Stats()
 	is := s.itemsStats()
+	ds, disk := s.diskStats()
 	now := s.opts.Clock.Now()
 	user, sys := rusage()
 	sw.i("pid", int64(s.pid))
@@ -182,6 +186,13 @@ func (c *conn) generalStats(sw statSink) {
 	sw.u("get_misses", es.GetMisses)
 	sw.u("get_expired", es.GetExpired)
 	sw.u("get_flushed", es.GetFlushed)
+	if disk {
+		// memcached prints these right here when extstore is on.
+		sw.u("get_extstore", es.DiskReads)
+		sw.u("recache_from_extstore", es.Promotions)
+		sw.u("miss_from_extstore", es.DiskMisses)
+		sw.u("badcrc_from_extstore", ds.BadCRC)
+	}
 	sw.u("delete_misses", es.DeleteMisses)
 	sw.u("delete_hits", es.DeleteHits)
 	sw.u("incr_misses", es.IncrMisses)
@@ -229,6 +240,19 @@ func (c *conn) generalStats(sw statSink) {
 	sw.u("log_watcher_skipped", 0)
 	sw.u("log_watcher_sent", 0)
 	sw.u("log_watchers", 0)
+	if disk {
+		// memcached's extstore block (prometheus memcached_exporter reads
+		// extstore_* once extstore_limit_maxbytes is present).
+		sw.u("extstore_objects_evicted", ds.DroppedItems)
+		sw.u("extstore_objects_read", ds.Reads)
+		sw.u("extstore_objects_written", ds.Writes)
+		sw.u("extstore_objects_used", ds.Items)
+		sw.u("extstore_bytes_evicted", ds.DroppedBytes)
+		sw.u("extstore_bytes_written", ds.BytesWritten)
+		sw.u("extstore_bytes_read", ds.BytesRead)
+		sw.u("extstore_bytes_used", ds.BytesUsed)
+		sw.u("extstore_limit_maxbytes", ds.LimitBytes)
+	}
 	sw.u("unexpected_napi_ids", 0)
 	sw.u("round_robin_fallback", 0)
 	sw.u("bytes", es.Bytes)
@@ -249,7 +273,33 @@ func (c *conn) generalStats(sw statSink) {
 	sw.u("direct_reclaims", 0)
 	sw.u("lru_bumps_dropped", 0)
 	sw.str("tcache_version", s.opts.Version)
+	if disk {
+		diskStats(sw, &es, &ds)
+	}
 	goRuntimeStats(sw)
+}
+
+// diskStats writes the disk tier's figures that have no memcached
+// counterpart (docs/disk-tier.md).
+func diskStats(sw statSink, es *engine.Stats, ds *lsm.Stats) {
+	sw.u("tcache_ram_evictions", es.RAMEvictions)
+	sw.u("tcache_disk_items", ds.Items)
+	sw.u("tcache_disk_item_bytes", ds.ItemBytes)
+	sw.u("tcache_disk_misses", es.DiskMisses)
+	sw.u("tcache_disk_read_errors", es.ReadErrors)
+	sw.u("tcache_disk_commit_errors", es.CommitErrors)
+	sw.u("tcache_disk_full_errors", ds.DiskFull)
+	sw.u("tcache_disk_write_errors", ds.WriteErrors)
+	sw.u("tcache_disk_commits", ds.Commits)
+	sw.u("tcache_disk_fsyncs", ds.Fsyncs)
+	sw.u("tcache_disk_drops", ds.Drops)
+	sw.u("tcache_disk_epochs", ds.Epochs)
+	sw.u("tcache_disk_sweeper_runs", ds.SweeperRuns)
+	sw.u("tcache_disk_swept", ds.Swept)
+	sw.u("tcache_disk_compaction_debt", ds.CompactDebt)
+	sw.u("tcache_disk_recounting", ds.Recounting)
+	sw.u("tcache_log_first_seq", ds.LogFirst)
+	sw.u("tcache_log_last_seq", ds.LogLast)
 }
 
 // goRuntimeMetrics are the Go runtime figures tcache adds to `stats`: the
@@ -344,6 +394,13 @@ func (c *conn) settingsStats(sw statSink) {
 	sw.str("inline_ascii_response", "no")
 	sw.str("ssl_enabled", yesNo(false))
 	sw.str("tcache_version", s.opts.Version)
+	if st := s.opts.Storage; st.Mode != "" {
+		sw.str("tcache_mode", st.Mode)
+		if st.Mode != "memory" {
+			sw.str("tcache_durability", st.Durability)
+			sw.i("tcache_disk_limit", st.DiskLimit)
+		}
+	}
 }
 
 // connsStats writes `stats conns`: the listeners, then one block per client

@@ -37,6 +37,7 @@ var (
 	replyTooLarge             = []byte("SERVER_ERROR object too large for cache\r\n")
 	replyNoMemory             = []byte("SERVER_ERROR out of memory storing object\r\n")
 	replyArithNoMemory        = []byte("SERVER_ERROR out of memory\r\n")
+	replyDiskError            = []byte("SERVER_ERROR disk write failed\r\n")
 	replyServerErrorUnhandled = []byte("SERVER_ERROR Unhandled storage type.\r\n")
 	replyShutdownDisabled     = []byte("ERROR: shutdown not enabled\r\n")
 	errTooManyConns           = []byte("ERROR Too many open connections\r\n")
@@ -203,9 +204,7 @@ func (c *conn) serveGet(withCAS, touch bool) error {
 		c.w.Write(replyBadFormat)
 		return nil
 	}
-	for _, k := range c.tok[first:c.ntok] {
-		c.getOne(k, args, withCAS)
-	}
+	keys := append(c.mkeys[:0], c.tok[first:c.ntok]...)
 	for rest := c.rest; len(rest) > 0; {
 		i := bytes.IndexByte(rest, ' ')
 		var k []byte
@@ -215,11 +214,38 @@ func (c *conn) serveGet(withCAS, touch bool) error {
 			k, rest = rest[:i], rest[i+1:]
 		}
 		if len(k) > 0 {
-			c.getOne(k, args, withCAS)
+			keys = append(keys, k)
 		}
 	}
+	c.getKeys(keys, args, withCAS)
+	clear(keys) // drop the references into the read buffer
+	c.mkeys = keys[:0]
 	c.w.Write(replyEnd)
 	return nil
+}
+
+// getKeys writes the VALUE blocks of keys (sub-slices of the read buffer).
+// One key is a plain Get; several go through the engine's GetMulti, which
+// reads their disk misses in one pass, with the connection's reusable
+// MultiGet and callback so that nothing is allocated.
+func (c *conn) getKeys(keys [][]byte, args *engine.GetArgs, withCAS bool) {
+	if len(keys) == 1 {
+		c.getOne(keys[0], args, withCAS)
+		return
+	}
+	if c.multiFn == nil {
+		c.multiFn = c.multiValue
+	}
+	c.multiKeys, c.multiCAS = keys, withCAS
+	c.eng.GetMulti(&c.multi, keys, args, c.multiFn)
+	c.multiKeys = nil
+}
+
+// multiValue is the GetMulti callback of getKeys.
+func (c *conn) multiValue(i int, val []byte, info engine.ItemInfo, found bool) {
+	if found {
+		c.writeValue(c.multiKeys[i], val, &info, c.multiCAS)
+	}
 }
 
 // getOne looks one key up and writes its VALUE block on a hit.
@@ -350,7 +376,7 @@ func (c *conn) serveArith(incr bool, nt int) error {
 		c.reply(replyNotFound)
 	case engine.NonNumeric:
 		c.reply(replyNonNumeric)
-	case engine.NoMemory:
+	case engine.NoMemory, engine.DiskFull:
 		c.reply(replyArithNoMemory)
 	default:
 		c.reply(statusReply(st))
@@ -375,9 +401,12 @@ func (c *conn) serveDelete(nt int) error {
 		c.reply(replyBadFormat)
 		return nil
 	}
-	if c.eng.Delete(key, c.plainDelete()) == engine.OK {
+	switch st := c.eng.Delete(key, c.plainDelete()); st {
+	case engine.OK:
 		c.reply(replyDeleted)
-	} else {
+	case engine.DiskFull, engine.DiskError:
+		c.reply(statusReply(st))
+	default:
 		c.reply(replyNotFound)
 	}
 	return nil
@@ -402,9 +431,12 @@ func (c *conn) serveTouch(nt int) error {
 		c.reply(replyBadExptime)
 		return nil
 	}
-	if c.eng.Touch(key, int64(exp)) == engine.OK {
+	switch st := c.eng.Touch(key, int64(exp)); st {
+	case engine.OK:
 		c.reply(replyTouched)
-	} else {
+	case engine.DiskFull, engine.DiskError:
+		c.reply(statusReply(st))
+	default:
 		c.reply(replyNotFound)
 	}
 	return nil
@@ -427,7 +459,10 @@ func (c *conn) serveFlushAll(nt int) error {
 		}
 		delay = d
 	}
-	c.eng.FlushAll(int64(delay))
+	if st := c.eng.Flush(int64(delay)); st != engine.OK {
+		c.reply(statusReply(st))
+		return nil
+	}
 	c.reply(replyOK)
 	return nil
 }

@@ -80,7 +80,45 @@ type Options struct {
 	// flag -B, as memcached's). Default "auto": each connection's first byte
 	// decides.
 	Protocol string
+
+	// The disk tier (docs/disk-tier.md).
+
+	// Mode is memory (RAM only, memcached's behaviour), cache (the RAM tier
+	// over a disk tier bounded by DiskLimit: the oldest data is dropped
+	// there) or persistent (nothing is dropped: writes fail at the limit)
+	// (key mode). Default "cache".
+	Mode string
+	// DiskLimit bounds the disk tier's usage in bytes (key disk_limit).
+	// Default 10 GiB.
+	DiskLimit int64
+	// Durability is sync, interval or none (key durability). Default
+	// "interval".
+	Durability string
+	// DurabilityInterval is the WAL fsync period of interval durability
+	// (key durability_interval). Default 100ms.
+	DurabilityInterval time.Duration
+	// Compression is the codec of values of at least CompressMin bytes:
+	// none, s2 or zstd (key compression). Default "s2".
+	Compression string
+	// CompressMin is the smallest value compressed (key compress_min).
+	// Default 256.
+	CompressMin int
+	// LogRetentionBytes and LogRetentionAge bound this node's write-ahead
+	// log (keys log_retention_bytes, log_retention_age). Defaults 1 GiB, 24h.
+	LogRetentionBytes int64
+	LogRetentionAge   time.Duration
+	// DiskMaintenanceInterval is how often the disk tier's background pass
+	// runs (expiry sweeper, drops, log trim, delayed flushes). Hidden key
+	// disk_maintenance_interval, for tests; default 1s.
+	DiskMaintenanceInterval time.Duration
 }
+
+// Storage modes (key mode).
+const (
+	modeMemory     = "memory"
+	modeCache      = "cache"
+	modePersistent = "persistent"
+)
 
 // defaultOptions returns the settings tcache runs with when nothing is
 // configured. configs/tcache.yaml documents the same values (a test checks).
@@ -99,6 +137,16 @@ func defaultOptions() Options {
 		LogFormat:       "text",
 		ShutdownTimeout: 10 * time.Second,
 		Protocol:        "auto",
+
+		Mode:                    modeCache,
+		DiskLimit:               10 << 30,
+		Durability:              "interval",
+		DurabilityInterval:      100 * time.Millisecond,
+		Compression:             "s2",
+		CompressMin:             256,
+		LogRetentionBytes:       1 << 30,
+		LogRetentionAge:         24 * time.Hour,
+		DiskMaintenanceInterval: time.Second,
 	}
 }
 
@@ -110,6 +158,9 @@ type setting struct {
 	flag  string // long flag name; "" = no flag
 	short string // one-letter flag (memcached's), or ""
 	usage string // flag help
+	// hidden keys (tests, tuning) are accepted from every source but not
+	// documented in configs/tcache.yaml or the flag help.
+	hidden bool
 
 	// parse decodes s (already trimmed) into o, or returns what the key
 	// accepts (the message after "config: <key>: ").
@@ -190,6 +241,66 @@ func settings() []setting {
 				o.DataDir = s
 				return "must be a directory path, not empty", s != ""
 			}},
+		{key: "mode", def: "cache", flag: "mode",
+			usage: "storage `mode`: memory (RAM only), cache (RAM over disk; oldest data dropped at disk_limit) or persistent (nothing dropped; writes refused at disk_limit)",
+			parse: func(o *Options, s string) (string, bool) {
+				o.Mode = s
+				return "must be one of memory, cache, persistent", s == modeMemory || s == modeCache || s == modePersistent
+			}},
+		{key: "disk_limit", def: "10g", flag: "disk-limit",
+			usage: "disk tier limit, a `size` in bytes or with a k/m/g/t suffix (512m, 10g)",
+			parse: func(o *Options, s string) (string, bool) {
+				n, ok := parseSize(s)
+				o.DiskLimit = n
+				return "must be a size of at least 64m: bytes, or a number with suffix k, m, g or t (512m, 10g)", ok && n >= minDiskLimit
+			}},
+		{key: "durability", def: "interval", flag: "durability",
+			usage: "when a write is acknowledged: sync (after fsync), interval (fsync every durability_interval) or none",
+			parse: func(o *Options, s string) (string, bool) {
+				o.Durability = s
+				return "must be one of sync, interval, none", s == "sync" || s == "interval" || s == "none"
+			}},
+		{key: "durability_interval", def: "100ms", flag: "durability-interval",
+			usage: "WAL fsync period of durability interval, a `duration` (100ms, 1s)",
+			parse: func(o *Options, s string) (string, bool) {
+				d, err := time.ParseDuration(s)
+				o.DurabilityInterval = d
+				return "must be a duration from 1ms to 1m (100ms, 1s)", err == nil && d >= time.Millisecond && d <= time.Minute
+			}},
+		{key: "compression", def: "s2", flag: "compression",
+			usage: "`codec` for values of at least compress_min bytes on disk: none, s2 or zstd",
+			parse: func(o *Options, s string) (string, bool) {
+				o.Compression = s
+				return "must be one of none, s2, zstd", s == "none" || s == "s2" || s == "zstd"
+			}},
+		{key: "compress_min", def: 256, flag: "compress-min",
+			usage: "smallest value compressed on disk, in `bytes`",
+			parse: func(o *Options, s string) (string, bool) {
+				n, ok := parseInt(s, 1, math.MaxInt32)
+				o.CompressMin = int(n)
+				return "must be an integer number of bytes ≥ 1", ok
+			}},
+		{key: "log_retention_bytes", def: "1g", flag: "log-retention-bytes",
+			usage: "keep at most this much write-ahead log, a `size` (512m, 1g)",
+			parse: func(o *Options, s string) (string, bool) {
+				n, ok := parseSize(s)
+				o.LogRetentionBytes = n
+				return "must be a size ≥ 1m: bytes, or a number with suffix k, m, g or t (512m, 1g)", ok && n >= 1<<20
+			}},
+		{key: "log_retention_age", def: "24h", flag: "log-retention-age",
+			usage: "keep write-ahead log entries at most this long, a `duration` (24h, 30m)",
+			parse: func(o *Options, s string) (string, bool) {
+				d, err := time.ParseDuration(s)
+				o.LogRetentionAge = d
+				return "must be a duration ≥ 1s (24h, 30m)", err == nil && d >= time.Second
+			}},
+		{key: "disk_maintenance_interval", def: "1s", flag: "disk-maintenance-interval", hidden: true,
+			usage: "period of the disk tier's maintenance pass (tests)",
+			parse: func(o *Options, s string) (string, bool) {
+				d, err := time.ParseDuration(s)
+				o.DiskMaintenanceInterval = d
+				return "must be a duration from 10ms to 1h", err == nil && d >= 10*time.Millisecond && d <= time.Hour
+			}},
 		{key: "log_format", def: "text", flag: "log-format",
 			usage: "log `format` on stderr: text or json",
 			parse: func(o *Options, s string) (string, bool) {
@@ -232,6 +343,9 @@ func addServeFlags(fs *pflag.FlagSet) {
 			// Every other flag is a string, parsed like the same key from the
 			// environment or the file: one parser, one error message.
 			fs.StringP(s.flag, s.short, fmt.Sprint(s.def), s.usage)
+		}
+		if s.hidden {
+			_ = fs.MarkHidden(s.flag)
 		}
 	}
 	fs.String("config", "", "YAML config `file` (default: none; env TCACHE_CONFIG)")
@@ -288,13 +402,56 @@ func loadOptions(fs *pflag.FlagSet) (Options, error) {
 			errs = append(errs, fmt.Errorf("config: %s: must be a single value, got %v%s", s.key, raw, source(s, fs, file, path)))
 		}
 	}
-	if len(errs) == 0 && int64(o.MaxItemSize) > (o.MemoryMB<<20)/2 {
-		// memcached: "Cannot set item size limit higher than 1/2 of memory max."
-		s := table[slices.IndexFunc(table, func(s setting) bool { return s.key == "max_item_size" })]
-		errs = append(errs, fmt.Errorf("config: max_item_size: must be at most half of memory (%s with memory %d), got %q%s",
-			formatSize(o.MemoryMB<<20/2), o.MemoryMB, formatSize(int64(o.MaxItemSize)), source(s, fs, file, path)))
+	byKey := func(key string) setting {
+		return table[slices.IndexFunc(table, func(s setting) bool { return s.key == key })]
+	}
+	if len(errs) == 0 {
+		b := o.memoryBudget()
+		switch {
+		case b.ramTier < minRAMTier:
+			s := byKey("memory")
+			errs = append(errs, fmt.Errorf("config: memory: %d megabytes is too small for mode %s: the disk tier's block cache (%s) "+
+				"and two memtables (%s each) leave %s for the RAM tier, below its minimum of %s; use memory ≥ %d or mode memory%s",
+				o.MemoryMB, o.Mode, formatSize(b.blockCache), formatSize(b.memTable), formatSize(max(b.ramTier, 0)),
+				formatSize(minRAMTier), minDiskMemoryMB, source(s, fs, file, path)))
+		case int64(o.MaxItemSize) > b.ramTier/2:
+			// memcached: "Cannot set item size limit higher than 1/2 of memory max."
+			s := byKey("max_item_size")
+			what := fmt.Sprintf("memory %d", o.MemoryMB)
+			if o.Mode != modeMemory {
+				what = fmt.Sprintf("a RAM tier of %s: memory %d less the disk tier's block cache and memtables", formatSize(b.ramTier), o.MemoryMB)
+			}
+			errs = append(errs, fmt.Errorf("config: max_item_size: must be at most half of the RAM tier (%s with %s), got %q%s",
+				formatSize(b.ramTier/2), what, formatSize(int64(o.MaxItemSize)), source(s, fs, file, path)))
+		}
 	}
 	return o, errors.Join(errs...)
+}
+
+// Bounds of the memory split with a disk tier (docs/disk-tier.md).
+const (
+	minDiskLimit    = 64 << 20 // the disk limit must be well above 2 memtables
+	minRAMTier      = 2 << 20  // smallest RAM tier accepted with a disk tier
+	minDiskPart     = 1 << 20  // smallest block cache and memtable
+	minDiskMemoryMB = 6        // 1 MiB block cache + 2 × 1 MiB memtables + 2 MiB RAM tier, rounded up
+)
+
+// memoryBudget is how memory (-m) is split. In memory mode the RAM tier has
+// it all. With a disk tier, Pebble's block cache takes 1/8 and each of its
+// two memtables 1/16 (each at least 1 MiB), and the RAM tier the rest, so
+// that the three together stay within memory.
+type memoryBudget struct {
+	ramTier, blockCache, memTable int64
+}
+
+func (o Options) memoryBudget() memoryBudget {
+	total := o.MemoryMB << 20
+	if o.Mode == modeMemory {
+		return memoryBudget{ramTier: total}
+	}
+	b := memoryBudget{blockCache: max(total/8, minDiskPart), memTable: max(total/16, minDiskPart)}
+	b.ramTier = total - b.blockCache - 2*b.memTable
+	return b
 }
 
 // configPath is --config, else TCACHE_CONFIG, else "" (no file).
@@ -398,10 +555,38 @@ func parseItemSize(s string) (int64, bool) {
 	return n, ok && n >= minItemSize && n <= maxItemSize
 }
 
+// parseSize reads a size: plain bytes, or a number with a k, m, g or t
+// suffix (powers of 1024, either case, an optional trailing "b": 10g, 512MB).
+func parseSize(s string) (int64, bool) {
+	t := strings.TrimSuffix(strings.TrimSuffix(s, "b"), "B")
+	shift := 0
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'k', 'K':
+			shift = 10
+		case 'm', 'M':
+			shift = 20
+		case 'g', 'G':
+			shift = 30
+		case 't', 'T':
+			shift = 40
+		}
+		if shift > 0 {
+			t = t[:len(t)-1]
+		} else if t != s {
+			return 0, false // "12b" alone is not a size
+		}
+	}
+	n, ok := parseInt(t, 0, math.MaxInt64>>shift)
+	return n << shift, ok
+}
+
 // formatSize writes n bytes the way -I accepts them, in the largest exact
 // unit.
 func formatSize(n int64) string {
 	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "g"
 	case n >= 1<<20 && n%(1<<20) == 0:
 		return strconv.FormatInt(n>>20, 10) + "m"
 	case n >= 1<<10 && n%(1<<10) == 0:

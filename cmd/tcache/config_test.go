@@ -80,6 +80,9 @@ func TestShippedConfigMentionsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range settings() {
+		if s.hidden {
+			continue
+		}
 		if !strings.Contains(string(b), "\n"+s.key+":") {
 			t.Errorf("configs/tcache.yaml does not set %s", s.key)
 		}
@@ -134,11 +137,10 @@ func TestMemcachedFlags(t *testing.T) {
 	isolateEnv(t)
 	o := mustLoad(t, "-p", "11311", "-l", "127.0.0.1,::1", "-l", "[::1]:11999", "-m", "128",
 		"-c", "77", "-t", "8", "-U", "0", "-I", "2m", "-vv", "--data-dir", "/tmp/x", "--idle-timeout", "30", "-B", "binary")
-	want := Options{
-		Listen: []string{"127.0.0.1", "::1", "[::1]:11999"}, Port: 11311, MemoryMB: 128, MaxConnections: 77,
-		Threads: 8, MaxItemSize: 2 << 20, Verbosity: 2, IdleTimeout: 30 * time.Second, DataDir: "/tmp/x",
-		LogFormat: "text", ShutdownTimeout: 10 * time.Second, Protocol: "binary",
-	}
+	want := defaultOptions()
+	want.Listen, want.Port, want.MemoryMB, want.MaxConnections = []string{"127.0.0.1", "::1", "[::1]:11999"}, 11311, 128, 77
+	want.Threads, want.MaxItemSize, want.Verbosity, want.IdleTimeout = 8, 2<<20, 2, 30*time.Second
+	want.DataDir, want.Protocol = "/tmp/x", "binary"
 	if !equalOptions(o, want) {
 		t.Fatalf("got %+v\nwant %+v", o, want)
 	}
@@ -172,11 +174,12 @@ func TestMaxItemSizeForms(t *testing.T) {
 		"1m": 1 << 20, "1M": 1 << 20, "512k": 512 << 10, "512K": 512 << 10, "2097152": 2097152,
 		"1k": 1024, "1024": 1024, "32m": 32 << 20,
 	} {
-		if got := mustLoad(t, "-I", in).MaxItemSize; got != want {
+		// memcached's forms and bounds: memory mode (no disk tier's share).
+		if got := mustLoad(t, "--mode", "memory", "-I", in).MaxItemSize; got != want {
 			t.Errorf("-I %s = %d, want %d", in, got, want)
 		}
 	}
-	if got := mustLoad(t, "-m", "2048", "-I", "1024m").MaxItemSize; got != 1<<30 {
+	if got := mustLoad(t, "--mode", "memory", "-m", "2048", "-I", "1024m").MaxItemSize; got != 1<<30 {
 		t.Errorf("-I 1024m = %d", got)
 	}
 }
@@ -203,7 +206,18 @@ func TestBadValuesRefused(t *testing.T) {
 		{args: []string{"-I", "1023"}, want: `config: max_item_size: must be a size from 1k to 1024m`},
 		{args: []string{"-I", "1025m"}, want: `config: max_item_size: must be a size from 1k to 1024m`},
 		{args: []string{"-I", "1g"}, want: `config: max_item_size: must be a size from 1k to 1024m`},
-		{args: []string{"-I", "64m"}, want: `config: max_item_size: must be at most half of memory (32m with memory 64), got "64m"`},
+		{args: []string{"-I", "64m", "--mode", "memory"}, want: `config: max_item_size: must be at most half of the RAM tier (32m with memory 64), got "64m"`},
+		{args: []string{"-I", "64m"}, want: `config: max_item_size: must be at most half of the RAM tier (24m with a RAM tier of 48m: memory 64 less the disk tier's block cache and memtables), got "64m"`},
+		{args: []string{"-m", "4"}, want: `config: memory: 4 megabytes is too small for mode cache: the disk tier's block cache (1m) and two memtables (1m each) leave 1m for the RAM tier, below its minimum of 2m; use memory ≥ 6 or mode memory (from flag -m/--memory)`},
+		{args: []string{"--mode", "disk"}, want: `config: mode: must be one of memory, cache, persistent, got "disk" (from flag --mode)`},
+		{env: [2]string{"TCACHE_DISK_LIMIT", "10x"}, want: `config: disk_limit: must be a size of at least 64m: bytes, or a number with suffix k, m, g or t (512m, 10g), got "10x" (from TCACHE_DISK_LIMIT)`},
+		{file: "disk_limit: 1m\n", want: `config: disk_limit: must be a size of at least 64m`},
+		{args: []string{"--durability", "fsync"}, want: `config: durability: must be one of sync, interval, none, got "fsync"`},
+		{args: []string{"--durability-interval", "0s"}, want: `config: durability_interval: must be a duration from 1ms to 1m`},
+		{args: []string{"--compression", "lz4"}, want: `config: compression: must be one of none, s2, zstd, got "lz4"`},
+		{args: []string{"--compress-min", "0"}, want: `config: compress_min: must be an integer number of bytes ≥ 1`},
+		{args: []string{"--log-retention-bytes", "1k"}, want: `config: log_retention_bytes: must be a size ≥ 1m`},
+		{args: []string{"--log-retention-age", "1ms"}, want: `config: log_retention_age: must be a duration ≥ 1s`},
 		{args: []string{"-U", "1"}, want: `config: udp_port: UDP is not supported; -U must be 0, got "1" (from flag -U/--udp-port)`},
 		{args: []string{"-U", "11211"}, want: `UDP is not supported; -U must be 0`},
 		{env: [2]string{"TCACHE_VERBOSITY", "-1"}, want: `config: verbosity: must be an integer ≥ 0, got "-1"`},
@@ -304,3 +318,50 @@ func TestDataDirLock(t *testing.T) {
 
 // equalOptions compares every field, new ones included.
 func equalOptions(a, b Options) bool { return reflect.DeepEqual(a, b) }
+
+// The disk tier's keys: sizes with suffixes, and every source.
+func TestDiskKeys(t *testing.T) {
+	isolateEnv(t)
+	t.Setenv("TCACHE_DURABILITY", "sync")
+	file := writeConfig(t, "mode: persistent\ndisk_limit: 512m\ncompression: zstd\nlog_retention_age: 1h\n")
+	o := mustLoad(t, "--config", file, "--disk-limit", "2g", "--compress-min", "1024", "--durability-interval", "50ms")
+	if o.Mode != "persistent" || o.DiskLimit != 2<<30 || o.Durability != "sync" || o.Compression != "zstd" ||
+		o.CompressMin != 1024 || o.DurabilityInterval != 50*time.Millisecond || o.LogRetentionAge != time.Hour ||
+		o.LogRetentionBytes != 1<<30 {
+		t.Fatalf("disk keys: %+v", o)
+	}
+	for in, want := range map[string]int64{"67108864": 64 << 20, "512m": 512 << 20, "512MB": 512 << 20, "10g": 10 << 30, "1T": 1 << 40, "65536k": 64 << 20} {
+		if n, ok := parseSize(in); !ok || n != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, n, ok, want)
+		}
+	}
+	for _, in := range []string{"", "g", "1.5g", "-1m", "12b", "10x", "99999999999t"} {
+		if n, ok := parseSize(in); ok {
+			t.Errorf("parseSize(%q) = %d, accepted", in, n)
+		}
+	}
+}
+
+// The memory split with a disk tier (docs/disk-tier.md): block cache 1/8,
+// two memtables of 1/16, the RAM tier the rest; memory mode keeps it all.
+func TestMemoryBudget(t *testing.T) {
+	for _, tc := range []struct {
+		mode                          string
+		mb                            int64
+		ramTier, blockCache, memTable int64
+	}{
+		{"memory", 64, 64 << 20, 0, 0},
+		{"cache", 64, 48 << 20, 8 << 20, 4 << 20},
+		{"persistent", 1024, 768 << 20, 128 << 20, 64 << 20},
+		{"cache", 16, 12 << 20, 2 << 20, 1 << 20},
+		{"cache", 6, 3 << 20, 1 << 20, 1 << 20},
+	} {
+		b := Options{Mode: tc.mode, MemoryMB: tc.mb}.memoryBudget()
+		if b.ramTier != tc.ramTier || b.blockCache != tc.blockCache || b.memTable != tc.memTable {
+			t.Errorf("%s -m %d: %+v", tc.mode, tc.mb, b)
+		}
+		if b.ramTier+b.blockCache+2*b.memTable != tc.mb<<20 {
+			t.Errorf("%s -m %d: the parts do not add up to memory", tc.mode, tc.mb)
+		}
+	}
+}

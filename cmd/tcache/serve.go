@@ -9,12 +9,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"time"
 
 	"github.com/tcache/tcache/engine"
 	"github.com/tcache/tcache/internal/clock"
+	"github.com/tcache/tcache/lsm"
 	"github.com/tcache/tcache/protocol"
 )
 
@@ -24,7 +26,8 @@ const serveDrainWait = 2 * time.Second
 
 // serve runs the server until SIGTERM or SIGINT (or ctx is cancelled), then
 // drains it: stop accepting, let in-flight requests finish within
-// o.ShutdownTimeout, close the engine, release the data_dir lock.
+// o.ShutdownTimeout, close the engine, then the disk tier (which flushes
+// its memtables), and release the data_dir lock.
 //
 // A second signal during the drain is not caught: it kills the process the
 // default way, for an operator who does not want to wait.
@@ -47,11 +50,25 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 		}
 	}()
 
+	budget := o.memoryBudget()
+	var disk *lsm.DB
+	if o.Mode != modeMemory {
+		if disk, err = openDisk(o, budget, logger); err != nil {
+			return fail(logger, "cannot open the disk tier", err)
+		}
+		defer func() {
+			if err := disk.Close(); err != nil {
+				logger.Error("closing the disk tier", "err", err)
+			}
+		}()
+	}
+
 	eng, err := engine.New(engine.Options{
-		MemoryLimit: o.MemoryMB << 20,
+		MemoryLimit: budget.ramTier,
 		MaxItemSize: o.MaxItemSize,
 		Clock:       clock.Real{},
 		Logger:      logger.With("component", "engine"),
+		Disk:        disk,
 	})
 	if err != nil {
 		return fail(logger, "cannot start engine", err)
@@ -74,6 +91,7 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 		Version:     version,
 		Logger:      logger.With("component", "protocol"),
 		Clock:       clock.Real{},
+		Storage:     protocol.StorageSettings{Mode: o.Mode, Durability: o.Durability, DiskLimit: o.DiskLimit},
 	}, eng)
 	if err != nil {
 		return fail(logger, "cannot start server", err)
@@ -106,7 +124,8 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 		"version", version, "pid", os.Getpid(), "go", runtime.Version(),
 		"memory_mb", o.MemoryMB, "max_item_size", o.MaxItemSize,
 		"max_connections", o.MaxConnections, "threads", o.Threads,
-		"idle_timeout", o.IdleTimeout.String(), "data_dir", o.DataDir)
+		"idle_timeout", o.IdleTimeout.String(), "data_dir", o.DataDir,
+		"mode", o.Mode, "ram_tier", formatSize(budget.ramTier))
 
 	var runErr error
 	pending := len(listeners)
@@ -148,6 +167,65 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 		return &exitError{code: exitRuntime, err: runErr, logged: true}
 	}
 	return nil
+}
+
+// pebbleDirName is the disk tier's directory inside data_dir.
+const pebbleDirName = "pebble"
+
+// openDisk opens the disk tier at data_dir/pebble (data_dir is locked) and
+// logs what it found. lsm refuses a directory it cannot read or that an
+// incompatible format wrote, before writing anything.
+func openDisk(o Options, b memoryBudget, logger *slog.Logger) (*lsm.DB, error) {
+	dir := filepath.Join(o.DataDir, pebbleDirName)
+	opts := lsm.Options{
+		Dir:                 dir,
+		Mode:                lsm.ModeCache,
+		DiskLimit:           o.DiskLimit,
+		DurabilityInterval:  o.DurabilityInterval,
+		BlockCacheSize:      b.blockCache,
+		MemTableSize:        b.memTable,
+		CompressMin:         o.CompressMin,
+		LogRetentionBytes:   o.LogRetentionBytes,
+		LogRetentionAge:     o.LogRetentionAge,
+		MaintenanceInterval: o.DiskMaintenanceInterval,
+		Clock:               clock.Real{},
+		Logger:              logger,
+	}
+	if o.Mode == modePersistent {
+		opts.Mode = lsm.ModePersistent
+	}
+	switch o.Durability {
+	case "sync":
+		opts.Durability = lsm.DurabilitySync
+	case "none":
+		opts.Durability = lsm.DurabilityNone
+	default:
+		opts.Durability = lsm.DurabilityInterval
+	}
+	switch o.Compression {
+	case "none":
+		opts.CompressMin = -1
+	case "zstd":
+		opts.Codec = lsm.CodecZstd
+	default:
+		opts.Codec = lsm.CodecS2
+	}
+	start := time.Now()
+	db, err := lsm.Open(opts)
+	if err != nil {
+		if errors.Is(err, lsm.ErrIncompatible) {
+			return nil, fmt.Errorf("%s: %w (nothing was modified; use the tcache release that wrote it, or another data_dir)", dir, err)
+		}
+		return nil, fmt.Errorf("%s: %w (nothing was modified)", dir, err)
+	}
+	st := db.Stats()
+	logger.Info("disk tier open",
+		"dir", dir, "mode", o.Mode, "durability", o.Durability, "disk_limit", formatSize(o.DiskLimit),
+		"items", st.Items, "item_bytes", st.ItemBytes, "recounting", st.Recounting == 1,
+		"bytes_used", st.BytesUsed, "log_last_seq", st.LogLast,
+		"block_cache", formatSize(b.blockCache), "memtable", formatSize(b.memTable),
+		"open_time", time.Since(start).Round(time.Millisecond).String())
+	return db, nil
 }
 
 // fail logs a fatal start-up error and returns it as a runtime failure.

@@ -84,7 +84,10 @@ func (c *textConn) stats(args string) map[string]string {
 }
 
 func TestServeTextProtocol(t *testing.T) {
-	srv := testserver.Start(t, "-m", "16", "-c", "77", "-I", "2m", "-t", "2")
+	// Memory mode: -m is then the RAM tier, limit_maxbytes and maxbytes
+	// exactly as memcached's. (With a disk tier they report the RAM tier's
+	// share of -m: docs/configuration.md.)
+	srv := testserver.Start(t, "-m", "16", "-c", "77", "-I", "2m", "-t", "2", "--mode", "memory")
 	c := dialText(t, srv.Addr)
 
 	c.send("set greeting 5 0 5\r\nhello\r\n")

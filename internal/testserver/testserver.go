@@ -392,3 +392,14 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.mu.b.String()
 }
+
+// Kill sends SIGKILL (a crash: no drain, no flush) and waits for the exit.
+func (s *Server) Kill(t testing.TB) {
+	t.Helper()
+	if err := s.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Errorf("testserver: SIGKILL pid %d: %v", s.PID(), err)
+	}
+	if _, ok := s.Wait(StopTimeout); !ok {
+		t.Errorf("testserver: pid %d still running %v after SIGKILL", s.PID(), StopTimeout)
+	}
+}
