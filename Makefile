@@ -5,7 +5,7 @@ FUZZTIME ?= 5m
 # Fuzz time per target inside `make test`.
 TEST_FUZZTIME ?= 10s
 
-.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench bench-memory bench-compare soak clean
+.PHONY: all build run test test-deps vet unit fuzz-short fuzz bench bench-memory bench-compare bench-repl test-repl soak clean
 
 all: build
 
@@ -51,6 +51,18 @@ bench-memory:
 ## (rewrites its section of docs/benchmarks.md; COMPARE_ARGS="--rounds 5 --duration 20s")
 bench-compare:
 	$(GO) run ./cmd/tcache bench compare --out docs/benchmarks.md $(COMPARE_ARGS)
+
+## bench-repl: replication lag, catch-up after a REPL_OUTAGE outage under load (default 60s)
+## and the throughput cost of a live peer (rewrites its section of docs/benchmarks.md)
+REPL_OUTAGE ?= 60s
+REPL_RUN ?= 10s
+bench-repl:
+	TCACHE_BENCH_REPL=1 TCACHE_BENCH_REPL_OUTAGE=$(REPL_OUTAGE) TCACHE_BENCH_REPL_RUN=$(REPL_RUN) \
+		$(GO) test -count=1 -timeout 15m -run '^TestBenchReplication$$' -v ./cmd/tcache
+
+## test-repl: the real-process replication tests (issue 6) alone
+test-repl:
+	$(GO) test -count=1 -timeout 10m -run '^TestRepl' -v ./cmd/tcache
 
 ## soak: the kill -9 test (durability sync) for SOAK_ROUNDS rounds (default 20), and the
 ## other disk-tier crash tests once

@@ -120,6 +120,19 @@ type Options struct {
 	// (tcache_mode, tcache_durability, tcache_disk_limit). Informational
 	// only. Default: nothing reported.
 	Storage StorageSettings
+	// ExtraStats, when set, is called at the end of the general `stats`
+	// (text and binary protocol) to add figures of components the protocol
+	// layer does not know: cmd/tcache adds replication's (repl_*). It runs
+	// on the connection's goroutine and must not block. Default none.
+	ExtraStats func(w StatWriter)
+}
+
+// StatWriter receives stats from Options.ExtraStats, one name and value at
+// a time; names are written as given ("repl_node_id").
+type StatWriter interface {
+	Str(name, value string)
+	Uint(name string, v uint64)
+	Int(name string, v int64)
 }
 
 // StorageSettings are the storage settings `stats settings` reports.
@@ -196,6 +209,9 @@ type Server struct {
 	storeTooLarge atomic.Uint64
 	// cmdMeta counts meta commands (stat cmd_meta); dispatch bumps it.
 	cmdMeta atomic.Uint64
+	// crawlerOff is set by `lru_crawler disable` (memcached's
+	// settings.lru_crawler, inverted so the zero value is enabled).
+	crawlerOff atomic.Bool
 
 	// sasl authenticates binary-protocol clients; nil: SASL off (the only
 	// mode today; see saslAuthenticator).

@@ -276,6 +276,9 @@ func (c *conn) generalStats(sw statSink) {
 	if disk {
 		diskStats(sw, &es, &ds)
 	}
+	if s.opts.ExtraStats != nil {
+		s.opts.ExtraStats(statWriter{sw})
+	}
 	goRuntimeStats(sw)
 }
 
@@ -300,7 +303,18 @@ func diskStats(sw statSink, es *engine.Stats, ds *lsm.Stats) {
 	sw.u("tcache_disk_recounting", ds.Recounting)
 	sw.u("tcache_log_first_seq", ds.LogFirst)
 	sw.u("tcache_log_last_seq", ds.LogLast)
+	sw.u("tcache_disk_tombstones", ds.Tombstones)
+	sw.u("tcache_disk_tombstones_swept", ds.TombSwept)
+	sw.u("tcache_log_history", ds.History)
 }
+
+// statWriter adapts a statSink to the exported StatWriter of
+// Options.ExtraStats.
+type statWriter struct{ sink statSink }
+
+func (w statWriter) Str(name, value string)     { w.sink.str(name, value) }
+func (w statWriter) Uint(name string, v uint64) { w.sink.u(name, v) }
+func (w statWriter) Int(name string, v int64)   { w.sink.i(name, v) }
 
 // goRuntimeMetrics are the Go runtime figures tcache adds to `stats`: the
 // RAM tier keeps items off the Go heap, and these show that it stays small
@@ -371,7 +385,7 @@ func (c *conn) settingsStats(sw statSink) {
 	sw.str("slab_automove_ratio", "0.80")
 	sw.i("slab_automove_window", 30)
 	sw.i("slab_chunk_max", int64(s.eng.MaxItemSize()/2))
-	sw.str("lru_crawler", "yes")
+	sw.str("lru_crawler", yesNo(!s.crawlerOff.Load()))
 	sw.i("lru_crawler_sleep", 100)
 	sw.i("lru_crawler_tocrawl", 0)
 	sw.i("tail_repair_time", 0)

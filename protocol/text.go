@@ -133,6 +133,8 @@ func (c *conn) dispatch(line []byte) error {
 		}
 	case "stats":
 		return c.serveStats(nt)
+	case "lru_crawler":
+		return c.serveLRUCrawler(nt)
 	case "flush_all":
 		if nt >= 2 && nt <= 4 {
 			return c.serveFlushAll(nt)

@@ -432,13 +432,27 @@ func (ss *srcSession) checkSize(e *Entry) error {
 	return nil
 }
 
+// maxChunkEntries bounds the log entries one readChunk visits. Bytes alone
+// are not a bound: an entry whose key was overwritten since ships nothing,
+// yet costs a disk read to find that out, and after an outage most of a
+// backlog can be such entries. Without this bound one chunk could walk the
+// whole backlog, starving PROGRESS and heartbeats and holding up Close.
+const maxChunkEntries = 4096
+
 // readChunk appends the log from `from` on to the frame buffer, up to
-// about ChunkBytes, and returns the next seq to read.
+// about ChunkBytes or maxChunkEntries entries, and returns the next seq to
+// read. It stops early once the session is ending.
 func (ss *srcSession) readChunk(from uint64) (uint64, error) {
 	limit := ss.s.opts.ChunkBytes
 	last := from - 1
+	visited := 0
 	var sizeErr error
 	_, err := ss.s.local.ReadLog(from, func(e Entry) bool {
+		select {
+		case <-ss.done:
+			return false
+		default:
+		}
 		if e.Seq <= last {
 			sizeErr = fmt.Errorf("%w: local log passed seq %d after %d", ErrProtocol, e.Seq, last)
 			return false
@@ -451,7 +465,8 @@ func (ss *srcSession) readChunk(from uint64) (uint64, error) {
 			ss.lastOut = e.Seq
 		}
 		last = e.Seq
-		return len(ss.fb.buf) < limit
+		visited++
+		return len(ss.fb.buf) < limit && visited < maxChunkEntries
 	})
 	if err == nil {
 		err = sizeErr

@@ -16,6 +16,8 @@ package main
 // message, naming the key, what it accepts and where the bad value came from.
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -111,7 +113,46 @@ type Options struct {
 	// runs (expiry sweeper, drops, log trim, delayed flushes). Hidden key
 	// disk_maintenance_interval, for tests; default 1s.
 	DiskMaintenanceInterval time.Duration
+
+	// Replication (docs/replication.md): on when ReplListen or ReplPeers is
+	// set. It needs a disk tier (mode cache or persistent).
+
+	// ReplListen is the replication address, host:port (key
+	// replication.listen; repcached's -X sets its port). Default "" (off);
+	// 127.0.0.1:11212 once peers are configured.
+	ReplListen string
+	// ReplPeers are the nodes this node pulls from, each host:port (key
+	// replication.peers; repcached's -x, whose host alone means port 11212).
+	// Default none.
+	ReplPeers []string
+	// ReplSecret, when set, must be the same on every node: links prove
+	// they know it before any data flows (key replication.secret). Default
+	// none.
+	ReplSecret string
+	// ReplTLSCert, ReplTLSKey and ReplTLSCA are PEM files: this node's
+	// certificate and key (served, and presented to the peers it pulls)
+	// and the CA that peers' certificates must chain to (keys
+	// replication.tls.cert, .key, .ca). Default none: plain TCP.
+	ReplTLSCert, ReplTLSKey, ReplTLSCA string
+	// ReplServeWhileSyncing answers clients before every link has caught up
+	// once (key replication.serve_while_syncing). Default true.
+	ReplServeWhileSyncing bool
+	// ReplSyncTimeout bounds the wait for the links to catch up when
+	// ReplServeWhileSyncing is false (key replication.sync_timeout).
+	// Default 30s.
+	ReplSyncTimeout time.Duration
 }
+
+// Replication defaults: the port of a listen address or peer given
+// without one (repcached's default), and the address replication listens on
+// when peers are configured without replication.listen.
+const (
+	defaultReplPort   = 11212
+	defaultReplListen = "127.0.0.1:11212"
+)
+
+// replicated reports whether replication is configured.
+func (o Options) replicated() bool { return o.ReplListen != "" || len(o.ReplPeers) > 0 }
 
 // Storage modes (key mode).
 const (
@@ -147,6 +188,9 @@ func defaultOptions() Options {
 		LogRetentionBytes:       1 << 30,
 		LogRetentionAge:         24 * time.Hour,
 		DiskMaintenanceInterval: time.Second,
+
+		ReplServeWhileSyncing: true,
+		ReplSyncTimeout:       30 * time.Second,
 	}
 }
 
@@ -301,6 +345,44 @@ func settings() []setting {
 				o.DiskMaintenanceInterval = d
 				return "must be a duration from 10ms to 1h", err == nil && d >= 10*time.Millisecond && d <= time.Hour
 			}},
+		{key: "replication.listen", def: "", flag: "replication-listen",
+			usage: "replication `address` host:port (repcached -X sets its port); default 127.0.0.1:11212 when peers are set",
+			parse: func(o *Options, s string) (string, bool) {
+				o.ReplListen = s
+				return "must be host:port (127.0.0.1:11212, [::1]:11212, :11212) or empty", s == "" || validHostPort(s, true)
+			}},
+		{key: "replication.peers", def: []string{}, flag: "replication-peers", short: "x",
+			usage: "peer `addresses` to replicate with, each host[:port] (port 11212 when omitted); repeatable and comma-separated",
+			parse: parsePeers},
+		{key: "replication.secret", def: "", flag: "replication-secret",
+			usage: "shared `secret` every node of the mesh must have (prefer TCACHE_REPLICATION_SECRET or the config file: flags show in ps)",
+			parse: func(o *Options, s string) (string, bool) {
+				o.ReplSecret = s
+				return "", true
+			}},
+		{key: "replication.tls.cert", def: "", flag: "replication-tls-cert",
+			usage: "PEM `file` of this node's replication certificate (with replication.tls.key)",
+			parse: func(o *Options, s string) (string, bool) { o.ReplTLSCert = s; return "", true }},
+		{key: "replication.tls.key", def: "", flag: "replication-tls-key",
+			usage: "PEM `file` of the key of replication.tls.cert",
+			parse: func(o *Options, s string) (string, bool) { o.ReplTLSKey = s; return "", true }},
+		{key: "replication.tls.ca", def: "", flag: "replication-tls-ca",
+			usage: "PEM `file` of the CA that peers' replication certificates must chain to",
+			parse: func(o *Options, s string) (string, bool) { o.ReplTLSCA = s; return "", true }},
+		{key: "replication.serve_while_syncing", def: true, flag: "replication-serve-while-syncing",
+			usage: "answer clients before every replication link has caught up once (true or false)",
+			parse: func(o *Options, s string) (string, bool) {
+				b, err := strconv.ParseBool(s)
+				o.ReplServeWhileSyncing = b
+				return "must be true or false", err == nil
+			}},
+		{key: "replication.sync_timeout", def: "30s", flag: "replication-sync-timeout",
+			usage: "with serve_while_syncing false, open the client port after this `duration` at most",
+			parse: func(o *Options, s string) (string, bool) {
+				d, err := time.ParseDuration(s)
+				o.ReplSyncTimeout = d
+				return "must be a duration > 0 (30s, 2m)", err == nil && d > 0
+			}},
 		{key: "log_format", def: "text", flag: "log-format",
 			usage: "log `format` on stderr: text or json",
 			parse: func(o *Options, s string) (string, bool) {
@@ -337,6 +419,8 @@ func addServeFlags(fs *pflag.FlagSet) {
 		switch s.key {
 		case "listen":
 			fs.StringSliceP(s.flag, s.short, []string{"127.0.0.1"}, s.usage)
+		case "replication.peers":
+			fs.StringSliceP(s.flag, s.short, nil, s.usage)
 		case "verbosity":
 			fs.CountP(s.flag, s.short, s.usage)
 		default:
@@ -348,6 +432,8 @@ func addServeFlags(fs *pflag.FlagSet) {
 			_ = fs.MarkHidden(s.flag)
 		}
 	}
+	// repcached's -X: the replication port, on replication.listen's host.
+	fs.IntP("replication-port", "X", 0, "replication `port` (repcached -X): sets the port of replication.listen")
 	fs.String("config", "", "YAML config `file` (default: none; env TCACHE_CONFIG)")
 	fs.BoolP("daemon", "d", false, "not supported: run tcache in the foreground under a supervisor (configs/tcache.service)")
 }
@@ -405,6 +491,23 @@ func loadOptions(fs *pflag.FlagSet) (Options, error) {
 	byKey := func(key string) setting {
 		return table[slices.IndexFunc(table, func(s setting) bool { return s.key == key })]
 	}
+	if f := fs.Lookup("replication-port"); f != nil && f.Changed {
+		port, ok := parseInt(f.Value.String(), 1, 65535)
+		if !ok {
+			errs = append(errs, fmt.Errorf("config: replication.listen: -X/--replication-port must be an integer 1..65535, got %q", f.Value.String()))
+		}
+		host := "127.0.0.1"
+		if h, _, err := net.SplitHostPort(o.ReplListen); err == nil {
+			host = h
+		}
+		o.ReplListen = net.JoinHostPort(host, strconv.FormatInt(port, 10))
+	}
+	if len(o.ReplPeers) > 0 && o.ReplListen == "" {
+		o.ReplListen = defaultReplListen
+	}
+	if len(errs) == 0 {
+		errs = append(errs, o.validateReplication(func(key string) string { return source(byKey(key), fs, file, path) })...)
+	}
 	if len(errs) == 0 {
 		b := o.memoryBudget()
 		switch {
@@ -426,6 +529,91 @@ func loadOptions(fs *pflag.FlagSet) (Options, error) {
 		}
 	}
 	return o, errors.Join(errs...)
+}
+
+// validateReplication checks the replication keys against each other and
+// the rest; src names where a key's value came from.
+func (o Options) validateReplication(src func(key string) string) []error {
+	if !o.replicated() {
+		if o.ReplSecret != "" || o.ReplTLSCert != "" || o.ReplTLSKey != "" || o.ReplTLSCA != "" {
+			return []error{errors.New("config: replication: secret or tls is set but replication is off: set replication.peers (-x) or replication.listen (-X)")}
+		}
+		return nil
+	}
+	var errs []error
+	if o.Mode == modeMemory {
+		errs = append(errs, fmt.Errorf("config: replication: needs a disk tier, but mode is memory%s: "+
+			"replication ships the write-ahead log that only mode cache or persistent keeps; use one of them or turn replication off",
+			src("mode")))
+	}
+	if slices.Contains(o.ReplPeers, o.ReplListen) {
+		errs = append(errs, fmt.Errorf("config: replication.peers: lists this node's own replication.listen %s%s", o.ReplListen, src("replication.peers")))
+	}
+	tlsSet := o.ReplTLSCert != "" || o.ReplTLSKey != "" || o.ReplTLSCA != ""
+	switch {
+	case tlsSet && (o.ReplTLSCert == "" || o.ReplTLSKey == ""):
+		errs = append(errs, errors.New("config: replication.tls: cert and key must both be set (every node serves its log and pulls its peers')"))
+	case tlsSet:
+		if _, err := tls.LoadX509KeyPair(o.ReplTLSCert, o.ReplTLSKey); err != nil {
+			errs = append(errs, fmt.Errorf("config: replication.tls.cert/key: %w%s", err, src("replication.tls.cert")))
+		}
+		if o.ReplTLSCA != "" {
+			if _, err := loadCAPool(o.ReplTLSCA); err != nil {
+				errs = append(errs, fmt.Errorf("config: replication.tls.ca: %w%s", err, src("replication.tls.ca")))
+			}
+		}
+	}
+	return errs
+}
+
+// loadCAPool reads a PEM file of one or more CA certificates.
+func loadCAPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// parsePeers reads replication.peers: host[:port] entries, comma-separated
+// (repcached's -x host means port 11212), without duplicates.
+func parsePeers(o *Options, s string) (string, bool) {
+	const accepts = "must be one or more peers, each host or host:port ([::1]:11212 for IPv6), listed once"
+	o.ReplPeers = nil
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(part); err != nil {
+			part = net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(part, "["), "]"), strconv.Itoa(defaultReplPort))
+		}
+		if !validHostPort(part, false) || slices.Contains(o.ReplPeers, part) {
+			return accepts, false
+		}
+		o.ReplPeers = append(o.ReplPeers, part)
+	}
+	return accepts, true
+}
+
+// validHostPort checks a host:port; emptyHost allows ":port" (every
+// interface).
+func validHostPort(a string, emptyHost bool) bool {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return false
+	}
+	if _, ok := parseInt(port, 1, 65535); !ok {
+		return false
+	}
+	if host == "" {
+		return emptyHost
+	}
+	return net.ParseIP(host) != nil || !strings.ContainsAny(host, " /[]:")
 }
 
 // Bounds of the memory split with a disk tier (docs/disk-tier.md).

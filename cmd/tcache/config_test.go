@@ -83,7 +83,11 @@ func TestShippedConfigMentionsEveryKey(t *testing.T) {
 		if s.hidden {
 			continue
 		}
-		if !strings.Contains(string(b), "\n"+s.key+":") {
+		// A nested key (replication.tls.cert) is written as its last
+		// part, indented under its section.
+		parts := strings.Split(s.key, ".")
+		want := "\n" + strings.Repeat("  ", len(parts)-1) + parts[len(parts)-1] + ":"
+		if !strings.Contains(string(b), want) {
 			t.Errorf("configs/tcache.yaml does not set %s", s.key)
 		}
 	}
@@ -363,5 +367,61 @@ func TestMemoryBudget(t *testing.T) {
 		if b.ramTier+b.blockCache+2*b.memTable != tc.mb<<20 {
 			t.Errorf("%s -m %d: the parts do not add up to memory", tc.mode, tc.mb)
 		}
+	}
+}
+
+// The replication keys: repcached's -x and -X, every source, nested keys in
+// the file, and the refusals (memory mode, half a TLS pair, a bad peer).
+func TestReplicationKeys(t *testing.T) {
+	isolateEnv(t)
+	if o := mustLoad(t); o.replicated() {
+		t.Fatalf("replication on by default: %+v", o)
+	}
+	o := mustLoad(t, "-x", "10.0.0.2")
+	if !slices.Equal(o.ReplPeers, []string{"10.0.0.2:11212"}) || o.ReplListen != "127.0.0.1:11212" {
+		t.Fatalf("-x host: peers %q listen %q", o.ReplPeers, o.ReplListen)
+	}
+	o = mustLoad(t, "-x", "10.0.0.2:11300", "-X", "11400")
+	if !slices.Equal(o.ReplPeers, []string{"10.0.0.2:11300"}) || o.ReplListen != "127.0.0.1:11400" {
+		t.Fatalf("-x host:port -X: peers %q listen %q", o.ReplPeers, o.ReplListen)
+	}
+
+	file := writeConfig(t, "replication:\n  listen: 0.0.0.0:12000\n  peers: [a:1, b]\n  secret: s3\n"+
+		"  serve_while_syncing: false\n  sync_timeout: 5s\n")
+	t.Setenv("TCACHE_REPLICATION_SECRET", "from-env")
+	o = mustLoad(t, "--config", file)
+	if o.ReplListen != "0.0.0.0:12000" || !slices.Equal(o.ReplPeers, []string{"a:1", "b:11212"}) ||
+		o.ReplSecret != "from-env" || o.ReplServeWhileSyncing || o.ReplSyncTimeout != 5*time.Second {
+		t.Fatalf("file + env: %+v", o)
+	}
+	o = mustLoad(t, "--config", file, "-X", "12001", "--replication-peers", "c:2,d:3")
+	if o.ReplListen != "0.0.0.0:12001" || !slices.Equal(o.ReplPeers, []string{"c:2", "d:3"}) {
+		t.Fatalf("flags over the file: %+v", o)
+	}
+	t.Setenv("TCACHE_REPLICATION_SECRET", "")
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--mode", "memory", "-x", "b"}, "config: replication: needs a disk tier, but mode is memory (from flag --mode)"},
+		{[]string{"-x", "b", "--replication-tls-cert", "c.pem"}, "config: replication.tls: cert and key must both be set"},
+		{[]string{"-x", "b:0"}, "config: replication.peers: must be one or more peers"},
+		{[]string{"-x", "b:1,b:1"}, "listed once"},
+		{[]string{"--replication-listen", "nohost"}, "config: replication.listen: must be host:port"},
+		{[]string{"-X", "70000"}, "config: replication.listen: -X/--replication-port must be an integer 1..65535"},
+		{[]string{"--replication-secret", "x"}, "but replication is off"},
+		{[]string{"-x", "b", "--replication-sync-timeout", "0s"}, "config: replication.sync_timeout: must be a duration > 0"},
+		{[]string{"-x", "b", "--replication-serve-while-syncing", "maybe"}, "config: replication.serve_while_syncing: must be true or false"},
+		{[]string{"-x", "127.0.0.1:11212"}, "lists this node's own replication.listen"},
+	} {
+		_, err := load(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want %q", c.args, err, c.want)
+		}
+	}
+	if _, err := load(t, "--config", writeConfig(t, "replication:\n  peer: [a]\n")); err == nil ||
+		!strings.Contains(err.Error(), `unknown key "replication.peer"`) {
+		t.Errorf("misspelt nested key: %v", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/tcache/tcache/internal/clock"
 	"github.com/tcache/tcache/lsm"
 	"github.com/tcache/tcache/protocol"
+	"github.com/tcache/tcache/repl"
 )
 
 // serveDrainWait bounds how long serve waits for the Serve goroutines to
@@ -39,6 +40,16 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 	// adjustment to the container CPU limit, which is what an explicit -t
 	// asks for.
 	runtime.GOMAXPROCS(o.Threads)
+
+	// The last word of a shutdown is logged after every deferred close
+	// below (replication, engine, disk, lock) has returned, so that
+	// "tcache stopped" means stopped.
+	var shutdownStart time.Time
+	defer func() {
+		if !shutdownStart.IsZero() {
+			logger.Info("tcache stopped", "shutdown", time.Since(shutdownStart).Round(time.Millisecond).String())
+		}
+	}()
 
 	lock, err := lockDataDir(o.DataDir)
 	if err != nil {
@@ -79,6 +90,37 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 		}
 	}()
 
+	// Replication serves and pulls before the client port opens, so that a
+	// node told not to serve while syncing can wait for its links. Its
+	// deferred Close runs after the client drain below and before the
+	// engine and the disk close (the links apply through both).
+	var node *repl.Node
+	var extraStats func(protocol.StatWriter)
+	if o.replicated() {
+		if node, err = startReplication(o, eng, disk, logger); err != nil {
+			return fail(logger, "cannot start replication", err)
+		}
+		defer func() {
+			if err := node.Close(); err != nil {
+				logger.Error("closing replication", "err", err)
+			}
+		}()
+		extraStats = replicationStats(node, disk)
+	}
+
+	// Catch the signals before serving (and before waiting for
+	// replication), so that none arriving in between kills the process
+	// without a drain.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigc)
+
+	if node != nil && !o.ReplServeWhileSyncing {
+		if stop := waitCaughtUp(ctx, o, node, sigc, logger); stop {
+			return nil
+		}
+	}
+
 	addrs := o.listenAddrs()
 	srv, err := protocol.NewServer(protocol.Options{
 		MaxConns:    o.MaxConnections,
@@ -92,6 +134,7 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 		Logger:      logger.With("component", "protocol"),
 		Clock:       clock.Real{},
 		Storage:     protocol.StorageSettings{Mode: o.Mode, Durability: o.Durability, DiskLimit: o.DiskLimit},
+		ExtraStats:  extraStats,
 	}, eng)
 	if err != nil {
 		return fail(logger, "cannot start server", err)
@@ -108,12 +151,6 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 		}
 		listeners = append(listeners, ln)
 	}
-
-	// Catch the signals before serving, so that none arriving in between
-	// kills the process without a drain.
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigc)
 
 	served := make(chan error, len(listeners))
 	for _, ln := range listeners {
@@ -142,6 +179,7 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 	signal.Stop(sigc) // from here on a second signal kills the process
 
 	start := time.Now()
+	shutdownStart = start
 	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
 	err = srv.Shutdown(sctx)
 	cancel()
@@ -162,7 +200,7 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 			pending = 0
 		}
 	}
-	logger.Info("tcache stopped", "drain", time.Since(start).Round(time.Millisecond).String())
+	logger.Info("clients drained, closing storage", "drain", time.Since(start).Round(time.Millisecond).String())
 	if runErr != nil {
 		return &exitError{code: exitRuntime, err: runErr, logged: true}
 	}
@@ -188,6 +226,7 @@ func openDisk(o Options, b memoryBudget, logger *slog.Logger) (*lsm.DB, error) {
 		LogRetentionBytes:   o.LogRetentionBytes,
 		LogRetentionAge:     o.LogRetentionAge,
 		MaintenanceInterval: o.DiskMaintenanceInterval,
+		Replicated:          o.replicated(),
 		Clock:               clock.Real{},
 		Logger:              logger,
 	}

@@ -279,8 +279,13 @@ func (s *Server) Stop(t testing.TB) int {
 	}
 	code, ok := s.Wait(StopTimeout)
 	if !ok {
-		s.kill()
-		t.Errorf("testserver: pid %d still running %v after SIGTERM; killed. Output:\n%s", s.PID(), StopTimeout, s.Stderr())
+		// A hung shutdown is a bug worth a diagnosis: SIGQUIT makes the Go
+		// runtime print every goroutine's stack to stderr before exiting.
+		_ = s.Signal(syscall.SIGQUIT)
+		if _, ok := s.Wait(5 * time.Second); !ok {
+			s.kill()
+		}
+		t.Errorf("testserver: pid %d still running %v after SIGTERM; sent SIGQUIT. Output (with goroutine stacks):\n%s", s.PID(), StopTimeout, s.Stderr())
 		return -1
 	}
 	return code
