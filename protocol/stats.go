@@ -15,6 +15,10 @@ import (
 	"github.com/tcache/tcache/lsm"
 )
 
+// maxSlabClasses is memcached's MAX_NUMBER_OF_SLAB_CLASSES: the class ids
+// `stats cachedump` accepts are below it.
+const maxSlabClasses = 64
+
 // statSink receives stats one at a time from the generators below
 // (generalStats, settingsStats, itemsStats, slabsStats, connsStats), so that
 // the text protocol (statsWriter: "STAT name value" lines) and the binary
@@ -84,15 +88,21 @@ func (c *conn) serveStats(nt int) error {
 	case "extstore":
 		// memcached without an extstore path configured: no lines.
 	case "cachedump":
-		// Item dumps are not supported: answered as for an empty class.
+		// memcached 1.6.18 dumps only a class's COLD LRU, where fresh items
+		// never are; tcache has no LRU segments and answers as for an
+		// empty one. lru_crawler metadump is the dump that lists items.
 		if nt < 5 {
 			c.w.Write(replyBadCommandLine)
 			return nil
 		}
-		_, ok1 := parseUint32(c.tok[2])
-		_, ok2 := parseUint32(c.tok[3])
+		id, ok1 := parseUint32(c.tok[2])
+		_, ok2 := parseUint64(c.tok[3])
 		if !ok1 || !ok2 {
 			c.w.Write(replyBadFormat)
+			return nil
+		}
+		if id >= maxSlabClasses {
+			c.w.Write(replyIllegalSlabID)
 			return nil
 		}
 	case "detail":

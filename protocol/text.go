@@ -28,6 +28,7 @@ var (
 	replyVersion              = []byte("VERSION " + memcachedVersion + "\r\n")
 	replyBadFormat            = []byte("CLIENT_ERROR bad command line format\r\n")
 	replyBadCommandLine       = []byte("CLIENT_ERROR bad command line\r\n")
+	replyIllegalSlabID        = []byte("CLIENT_ERROR Illegal slab id\r\n")
 	replyBadChunk             = []byte("CLIENT_ERROR bad data chunk\r\n")
 	replyBadExptime           = []byte("CLIENT_ERROR invalid exptime argument\r\n")
 	replyBadDelta             = []byte("CLIENT_ERROR invalid numeric delta argument\r\n")
