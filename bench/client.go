@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -27,7 +28,7 @@ type client struct {
 	setKeys, getKeys   keyGen
 	rng                *rand.Rand
 	keys               keyList
-	value              []byte // DataSizeMax bytes; sets send a prefix
+	value              []byte // CompressibleData: DataSizeMax bytes, sets send a prefix; else the shared random pool
 	multi              int    // keys per get
 	budget             int64  // requests left to send; <0 = until stop
 	clock              time.Time
@@ -56,7 +57,10 @@ type counters struct {
 	_                        [64]byte // keep neighbours' counters off this cache line
 }
 
-func newClient(o *Options, conn net.Conn, server int, ring *ketama, index, total int, clock time.Time) *client {
+// newClient sets up connection index of total to one server. values is the
+// run's pool of random value bytes (randomValues; read-only, shared by
+// every connection), unused with o.CompressibleData.
+func newClient(o *Options, conn net.Conn, server int, ring *ketama, index, total int, clock time.Time, values []byte) *client {
 	seed := o.Seed
 	if o.DistinctClientSeed {
 		seed += uint64(index) * 0x9e3779b97f4a7c15
@@ -72,7 +76,7 @@ func newClient(o *Options, conn net.Conn, server int, ring *ketama, index, total
 		ring:     ring,
 		sched:    newRatioSchedule(o.SetRatio, o.GetRatio),
 		rng:      rng,
-		value:    make([]byte, o.DataSizeMax),
+		value:    values,
 		multi:    max(o.MultiKeyGet, 1),
 		budget:   -1,
 		clock:    clock,
@@ -85,8 +89,11 @@ func newClient(o *Options, conn net.Conn, server int, ring *ketama, index, total
 	if o.Requests > 0 {
 		c.budget = o.Requests
 	}
-	for i := range c.value {
-		c.value[i] = 'a' + byte(i%26)
+	if o.CompressibleData || len(values) < o.DataSizeMax {
+		c.value = make([]byte, o.DataSizeMax)
+		for i := range c.value {
+			c.value[i] = 'a' + byte(i%26)
+		}
 	}
 	c.keys.buf = make([]byte, 0, c.multi*(len(o.KeyPrefix)+20))
 	c.keys.ends = make([]int, 0, c.multi)
@@ -123,7 +130,11 @@ func (c *client) encode(now int64) {
 		if c.o.ExpiryMax > exp {
 			exp += c.rng.IntN(c.o.ExpiryMax - exp + 1)
 		}
-		c.out = appendSet(c.out, c.wire, c.keys.key(0), c.value[:size], exp)
+		off := 0
+		if !c.o.CompressibleData {
+			off = c.rng.IntN(len(c.value) - size + 1)
+		}
+		c.out = appendSet(c.out, c.wire, c.keys.key(0), c.value[off:off+size], exp)
 	} else {
 		for range c.multi {
 			c.nextKey(c.getKeys)
@@ -227,4 +238,23 @@ func (c *client) readGet(keys int) (int, error) {
 	c.counts.hits.Add(int64(hits))
 	c.counts.misses.Add(int64(keys - hits))
 	return n, nil
+}
+
+// randomValues is the pool that sets slice their values from unless
+// o.CompressibleData: max(8 MiB, 8 × DataSizeMax) random bytes from a
+// ChaCha8 stream seeded with o.Seed, filled once per run and only read
+// afterwards, so the request path allocates nothing. A value is the pool's
+// bytes at a random offset: no compressor finds redundancy within a value,
+// and two values in one disk block overlap with a probability of about
+// 2 × size / pool (0.05% for 2 KiB values).
+func randomValues(o *Options) []byte {
+	if o.CompressibleData {
+		return nil
+	}
+	var seed [32]byte
+	binary.LittleEndian.PutUint64(seed[:], o.Seed)
+	copy(seed[8:], "tcache bench values")
+	b := make([]byte, max(8<<20, 8*o.DataSizeMax))
+	_, _ = rand.NewChaCha8(seed).Read(b)
+	return b
 }

@@ -48,6 +48,14 @@ type Workload struct {
 	// Baseline, when not nil, replaces memcached in the "memcached"
 	// column by tcache with these arguments (durable: durability none).
 	Baseline []string
+	// PrefillPipeline is the pipeline depth of the prefill (default 64).
+	// The overflow prefill uses 1: at 64 memcached's extstore flusher
+	// cannot keep up and memcached drops what it has not written yet.
+	PrefillPipeline int
+	// Retention makes a dedicated prefilled workload measure what each
+	// server kept: the disk bytes after the prefill, and after the rounds
+	// one get of every key of the range (ComparisonRow.Retention).
+	Retention bool
 }
 
 // Key ranges of the disk workloads.
@@ -72,6 +80,13 @@ func Workloads() []Workload {
 			KeyPrefix: prefix, KeyMinimum: 0, KeyMaximum: hotKeys - 1,
 			MultiKeyGet: multi, Seed: 1, DistinctClientSeed: true,
 		}
+	}
+	// The foundation's figures: the hot workloads against tcache in memory
+	// mode (the "memcached" column) and in its default disk mode.
+	vsMemory := func(name, desc string, o Options) Workload {
+		return Workload{Name: name, Description: desc + "; **the memcached column is tcache `--mode memory`** " +
+			"(the foundation), the tcache column the default mode (cache, durability interval): the ratio is disk / memory",
+			Options: o, Prefill: true, Dedicated: true, Baseline: []string{"--mode", "memory"}}
 	}
 	overflow := Options{
 		Protocol: ProtocolText, Threads: 1, Clients: 50,
@@ -98,12 +113,20 @@ func Workloads() []Workload {
 			Options: hot("mixed:", 1, 1, 1024, 1, 0), Prefill: true},
 		{Name: "multiget", Description: "1:10 set:get, gets of 10 keys, 100-byte values, 50 connections, pipeline 1",
 			Options: hot("multi:", 1, 10, 100, 1, 10), Prefill: true},
-		{Name: "overflow", Description: "both at `-m 64`: 420 000 keys of 1–4 KiB values (~1 GiB, 16× memory) stored once, " +
-			"then 1:10 set:get with gaussian keys, 50 connections; memcached with extstore (`-o ext_path=FILE:4G`), " +
-			"tcache with its disk tier (mode cache, durability interval)",
-			Options: overflow, Prefill: true, Dedicated: true, MemoryMB: 64,
+		vsMemory("hot-1-10-vs-memory", "as hot-1-10", hot("hot:", 1, 10, 100, 1, 0)),
+		vsMemory("mixed-1k-vs-memory", "as mixed-1k", hot("mixed:", 1, 1, 1024, 1, 0)),
+		{Name: "overflow", Description: "both at `-m 64`: 420 000 keys of 1–4 KiB random values (~1 GiB, 16× memory) " +
+			"stored once (50 connections, pipeline 1), then 1:10 set:get with gaussian keys, 50 connections; memcached " +
+			"with extstore (`-o ext_path=FILE:4G,ext_item_age=0`), tcache with its disk tier (mode cache, durability " +
+			"interval); afterwards one get of every key counts what each kept",
+			Options: overflow, Prefill: true, Dedicated: true, MemoryMB: 64, PrefillPipeline: 1, Retention: true,
 			MemcachedArgs: func(dir string) []string {
-				return []string{"-o", "ext_path=" + filepath.Join(dir, "extstore") + ":4G"}
+				// ext_item_age=0: the flusher writes every item that reaches
+				// COLD at once instead of waiting for memory pressure; with the
+				// default (no age limit) memcached writes too late at this
+				// rate and evicts the item headers of most of what it wrote
+				// (8.6% of the keys kept; docs/benchmarks.md).
+				return []string{"-o", "ext_path=" + filepath.Join(dir, "extstore") + ":4G,ext_item_age=0"}
 			}},
 		{Name: "durable", Description: "sets only, 256-byte values, random keys of 1 000 000, 50 connections: " +
 			"**the memcached column is tcache with `durability: none`**, the tcache column `durability: sync` " +
@@ -111,7 +134,7 @@ func Workloads() []Workload {
 			Options: durable, Dedicated: true,
 			Baseline: []string{"--durability", "none"}, TcacheArgs: []string{"--durability", "sync"}},
 		{Name: "restart", Description: "tcache only, `-m 64`: time from exec to the first answered request after a " +
-			"graceful stop, with 256 MiB, 512 MiB and 1 GiB of 4 KiB values on disk",
+			"graceful stop, with 256 MiB, 512 MiB and 1 GiB of 4 KiB random values on disk",
 			Dedicated: true, RestartSizes: []int64{256 << 20, 512 << 20, 1 << 30}},
 	}
 }
@@ -202,6 +225,10 @@ type Comparison struct {
 	Rows                            []ComparisonRow
 	Started                         time.Time
 	Elapsed                         time.Duration
+	// LoadBefore and LoadAfter are the host's load averages (1, 5 and 15
+	// minutes, /proc/loadavg) when the run started and ended: other work
+	// on the host competes with both servers.
+	LoadBefore, LoadAfter string
 }
 
 // ComparisonRow is one workload.
@@ -213,6 +240,18 @@ type ComparisonRow struct {
 	Err string
 	// Restarts are the measurements of a restart workload.
 	Restarts []RestartResult
+	// Retention is what each server kept (Workload.Retention).
+	Retention *RetentionResult
+}
+
+// RetentionResult is what the servers of a Retention workload kept: every
+// key of the range was stored at least once (the prefill), so a key that
+// a server does not return is one it acknowledged and dropped.
+type RetentionResult struct {
+	Keys                                uint64 // keys in the range (one get each)
+	MemcachedHits, TcacheHits           uint64 // gets that hit
+	MemcachedDiskBytes, TcacheDiskBytes uint64 // extstore_bytes_used after the prefill
+	MemcachedPrefill, TcachePrefill     time.Duration
 }
 
 // RestartResult is one restart measurement.
@@ -233,7 +272,7 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	cmp := &Comparison{Options: o, Started: time.Now()}
+	cmp := &Comparison{Options: o, Started: time.Now(), LoadBefore: loadAverage()}
 	m, t := strconv.Itoa(o.MemoryMB), strconv.Itoa(o.ServerThreads)
 	mcArgs := []string{"-U", "0", "-m", m, "-t", t, "-c", "4096"}
 	if o.RunAsRoot {
@@ -275,7 +314,7 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 			continue
 		}
 		for _, p := range servers {
-			if err := prefill(ctx, w.Options, p.addr); err != nil {
+			if err := prefill(ctx, w.Options, p.addr, w.PrefillPipeline); err != nil {
 				row.Err = fmt.Sprintf("prefill of %s failed: %v", p.name, err)
 				o.Logger.Warn("prefill failed", "workload", w.Name, "server", p.name, "err", err)
 				break
@@ -306,6 +345,7 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 		cmp.Rows = append(cmp.Rows, *r)
 	}
 	cmp.Elapsed = time.Since(cmp.Started)
+	cmp.LoadAfter = loadAverage()
 	return cmp, nil
 }
 
@@ -386,19 +426,52 @@ func runDedicated(ctx context.Context, o CompareOptions, row *ComparisonRow, scr
 		return nil
 	}
 	defer b.stop()
+	if w.Retention {
+		row.Retention = &RetentionResult{Keys: w.Options.KeyMaximum - w.Options.KeyMinimum + 1}
+	}
 	if w.Prefill {
 		for _, p := range []*process{a, b} {
 			start := time.Now()
-			if err := prefill(ctx, w.Options, p.addr); err != nil {
+			if err := prefill(ctx, w.Options, p.addr, w.PrefillPipeline); err != nil {
 				row.Err = fmt.Sprintf("prefill of %s failed: %v", p.name, err)
 				return nil
 			}
-			o.Logger.Info("prefilled", "workload", w.Name, "server", p.name, "took", time.Since(start).Round(time.Millisecond).String())
+			took := time.Since(start)
+			o.Logger.Info("prefilled", "workload", w.Name, "server", p.name, "took", took.Round(time.Millisecond).String())
+			if r := row.Retention; r != nil {
+				var used uint64
+				if st, err := serverStats(p.addr); err == nil {
+					used, _ = strconv.ParseUint(st["extstore_bytes_used"], 10, 64)
+				}
+				if p == a {
+					r.MemcachedDiskBytes, r.MemcachedPrefill = used, took
+				} else {
+					r.TcacheDiskBytes, r.TcachePrefill = used, took
+				}
+			}
 		}
 	}
 	for round := 1; round <= o.Rounds && row.Err == ""; round++ {
 		if err := runRound(ctx, o, row, round, a, b); err != nil {
 			return err
+		}
+	}
+	if r := row.Retention; r != nil && row.Err == "" {
+		for _, p := range []*process{a, b} {
+			hits, err := getEveryKey(ctx, w.Options, p.addr)
+			if err != nil {
+				row.Err = fmt.Sprintf("reading back every key of %s failed: %v", p.name, err)
+				return nil
+			}
+			if p == a {
+				r.MemcachedHits = hits
+			} else {
+				r.TcacheHits = hits
+			}
+			o.Logger.Info("retention", "workload", w.Name, "server", p.name, "keys", r.Keys, "hits", hits)
+		}
+		if r.TcacheHits != r.Keys {
+			row.Err = fmt.Sprintf("tcache returned %d of the %d keys it stored", r.TcacheHits, r.Keys)
 		}
 	}
 	if row.Err == "" && w.Prefill {
@@ -414,17 +487,39 @@ func runDedicated(ctx context.Context, o CompareOptions, row *ComparisonRow, scr
 
 // prefill stores every key of w once (sequentially, partitioned over the
 // connections, pipelined).
-func prefill(ctx context.Context, w Options, addr string) error {
+func prefill(ctx context.Context, w Options, addr string, pipeline int) error {
 	w.Servers = []string{addr}
 	w.SetRatio, w.GetRatio = 1, 0
 	w.SetPattern = Parallel
-	w.Pipeline = 64
+	w.Pipeline = pipeline
+	if w.Pipeline == 0 {
+		w.Pipeline = 64
+	}
 	w.TestTime = 0
 	conns := w.Threads * w.Clients
 	span := w.KeyMaximum - w.KeyMinimum + 1
 	w.Requests = int64((span + uint64(conns) - 1) / uint64(conns))
 	_, err := Run(ctx, w)
 	return err
+}
+
+// getEveryKey gets every key of w's range once (partitioned over the
+// connections, pipelined) and returns the hits.
+func getEveryKey(ctx context.Context, w Options, addr string) (uint64, error) {
+	w.Servers = []string{addr}
+	w.SetRatio, w.GetRatio = 0, 1
+	w.GetPattern = Parallel
+	w.Pipeline = 16
+	w.TestTime = 0
+	w.MultiKeyGet = 0
+	conns := w.Threads * w.Clients
+	span := w.KeyMaximum - w.KeyMinimum + 1
+	w.Requests = int64((span + uint64(conns) - 1) / uint64(conns))
+	r, err := Run(ctx, w)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(r.Runs[0].Gets.Hits), nil
 }
 
 // percentile returns the p percentile of op in ms, or NaN.
@@ -566,6 +661,15 @@ func Machine() string {
 	return fmt.Sprintf("%d cores (%s), %s RAM, %s/%s, %s", runtime.NumCPU(), model, mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
 }
 
+// loadAverage is the first three fields of /proc/loadavg, or "unknown".
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], ", ")
+	}
+	return "unknown"
+}
+
 // Section renders the docs/benchmarks.md section, markers included.
 // command is the exact command line that produced it.
 func (c *Comparison) Section(command string) string {
@@ -598,15 +702,24 @@ func (c *Comparison) Section(command string) string {
 	b.WriteString("The last two columns are the bench process's own CPU time (getrusage, user + system) per million " +
 		"requests: the cost of the load generator, which must stay well below the server's.\n\n")
 	b.WriteString(c.RoundsTable())
+	if t := c.RetentionTable(); t != "" {
+		b.WriteString("\n### What the overflow servers kept\n\n")
+		b.WriteString("Every key of the range was stored once by the prefill (and some again by the rounds' sets), and " +
+			"each server acknowledged every set. After the rounds one get of every key counts what each server still " +
+			"returns; tcache must return all of them (the run fails otherwise). The disk figure is the server's " +
+			"`extstore_bytes_used` right after the prefill (values are random bytes: nothing compresses).\n\n")
+		b.WriteString(t)
+	}
 	if t := c.RestartTable(); t != "" {
 		b.WriteString("\n### Restart time\n\n")
-		b.WriteString("tcache stopped gracefully (SIGTERM) after writing the given amount of 4 KiB values with " +
+		b.WriteString("tcache stopped gracefully (SIGTERM) after writing the given amount of 4 KiB random (incompressible) values with " +
 			"durability none, then started again on the same data_dir: the time from exec to the first answered " +
 			"request (`version`). The RAM tier warms up lazily, so this is Pebble's open (WAL replay, manifest) and " +
 			"the server start; it is measured once per size.\n\n")
 		b.WriteString(t)
 	}
-	fmt.Fprintf(&b, "\nMachine: %s. Run on %s, took %v.\n\n", Machine(), c.Started.UTC().Format("2006-01-02 15:04 MST"), c.Elapsed.Round(time.Second))
+	fmt.Fprintf(&b, "\nMachine: %s. Run on %s, took %v. Load average (1, 5, 15 min) %s at the start, %s at the end.\n\n",
+		Machine(), c.Started.UTC().Format("2006-01-02 15:04 MST"), c.Elapsed.Round(time.Second), c.LoadBefore, c.LoadAfter)
 	b.WriteString("Command (from the repository root):\n\n```\n" + command + "\n```\n")
 	b.WriteString(CompareEnd + "\n")
 	return b.String()
@@ -717,6 +830,30 @@ func timeFirstRequest(ctx context.Context, bin string, args []string) (RestartRe
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// RetentionTable renders what the servers of Retention workloads kept, or
+// "" without any.
+func (c *Comparison) RetentionTable() string {
+	var b strings.Builder
+	for _, r := range c.Rows {
+		x := r.Retention
+		if x == nil || x.Keys == 0 {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("| workload | server | prefill took | extstore_bytes_used after the prefill | keys returned after the rounds | of keys stored |\n|---|---|---:|---:|---:|---:|\n")
+		}
+		for _, s := range []struct {
+			name       string
+			took       time.Duration
+			disk, hits uint64
+		}{{"memcached", x.MemcachedPrefill, x.MemcachedDiskBytes, x.MemcachedHits}, {"tcache", x.TcachePrefill, x.TcacheDiskBytes, x.TcacheHits}} {
+			fmt.Fprintf(&b, "| %s | %s | %v | %d MiB | %d | %.4f |\n", r.Workload.Name, s.name, s.took.Round(100*time.Millisecond),
+				s.disk>>20, s.hits, float64(s.hits)/float64(x.Keys))
+		}
+	}
+	return b.String()
 }
 
 // RestartTable renders the restart measurements, or "" without any.

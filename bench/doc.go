@@ -24,6 +24,8 @@
 //	keyGen (R S G P Z) ── key number → KeyPrefix+decimal, in a reused buffer
 //	ketama ── with several servers, keys the connection's server does not
 //	          own are skipped (each connection sees its server's share)
+//	values ── random bytes at a random offset of a pool filled once per run
+//	          from Seed (Options.CompressibleData: memtier's fixed pattern)
 //	appendSet / appendGet ── request bytes appended to one write buffer;
 //	          one write(2) per refill of the window, not per request
 //	readSetReply / readGetReply ── replies parsed in place in the

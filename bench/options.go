@@ -83,6 +83,12 @@ type Options struct {
 	// MultiKeyGet > 1 makes every get ask for that many keys at once (one
 	// command; hits and misses count keys). 0 or 1: single-key gets.
 	MultiKeyGet int
+	// CompressibleData makes every set send the same bytes, a repeated
+	// "abc…z" (memtier without --random-data). The default (false) sends
+	// incompressible values: random bytes sliced at a random offset from a
+	// pool filled once per run from Seed (randomValues), so that a server
+	// that compresses values or disk blocks stores what was sent.
+	CompressibleData bool
 	// ExpiryMin..ExpiryMax is the exptime of sets in seconds (uniform).
 	// Default 0..0 (no expiry).
 	ExpiryMin, ExpiryMax int

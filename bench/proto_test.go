@@ -275,7 +275,7 @@ func TestClientRequestCycleDoesNotAllocate(t *testing.T) {
 		if len(servers) > 1 {
 			ring = newKetama(servers)
 		}
-		c := newClient(&o, nil, 0, ring, 0, 1, time.Now())
+		c := newClient(&o, nil, 0, ring, 0, 1, time.Now(), randomValues(&o))
 		// Replies for a set then a 3-key get, replayed forever.
 		c.br = bufio.NewReaderSize(&loopReader{data: []byte("STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n")}, 64<<10)
 		if n := testing.AllocsPerRun(1000, func() {

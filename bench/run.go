@@ -124,9 +124,10 @@ func runOnce(ctx context.Context, o *Options) (RunResult, error) {
 
 	clock := time.Now()
 	clients := make([]*client, len(conns))
+	values := randomValues(o)
 	for i, c := range conns {
 		server := i / perServer
-		clients[i] = newClient(o, c, server, ring, i%perServer, perServer, clock)
+		clients[i] = newClient(o, c, server, ring, i%perServer, perServer, clock, values)
 	}
 
 	var stop atomic.Bool

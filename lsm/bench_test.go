@@ -2,6 +2,7 @@ package lsm
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -107,5 +108,46 @@ func TestGetAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { _, _ = db.Get(dst[:0], []byte("nokey")) }); n != 0 {
 		t.Errorf("Get miss: %v allocations", n)
+	}
+}
+
+// BenchmarkPutUnknownPrev is the overflow prefill at the lsm: new keys
+// with 1–4 KiB random values and no prev Location (the engine's plain set
+// of a key that is not in RAM), so every Put looks the key up first; with
+// the block cache and memtables of a -m 64 server.
+func BenchmarkPutUnknownPrev(b *testing.B) {
+	for _, cache := range []int64{8 << 20, 64 << 20} {
+		b.Run(fmt.Sprintf("cache=%dMiB", cache>>20), func(b *testing.B) { benchPutUnknownPrev(b, cache) })
+	}
+}
+
+func benchPutUnknownPrev(b *testing.B, cache int64) {
+	o := testOptions(vfs.Default, clock.Real{})
+	o.Dir = b.TempDir()
+	o.Durability = DurabilityInterval
+	o.MemTableSize = 4 << 20
+	o.BlockCacheSize = cache
+	db := mustOpen(b, o)
+	b.Cleanup(func() { _ = db.Close() })
+	batch := db.NewBatch()
+	pool := make([]byte, 1<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range pool {
+		pool[i] = byte(rng.Uint32())
+	}
+	key := make([]byte, 0, 32)
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		key = fmt.Appendf(key[:0], "over:%d", i)
+		i++
+		n := 1024 + rng.IntN(3073)
+		off := rng.IntN(len(pool) - n)
+		rec := Record{Value: pool[off : off+n]}
+		batch.Put(key, &rec, Location{})
+		if err := db.Commit(batch); err != nil {
+			b.Fatal(err)
+		}
+		batch.Reset()
 	}
 }

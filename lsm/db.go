@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,13 +176,20 @@ func openError(dir string, err error) error {
 
 // checkFormat refuses a directory that holds something other than a store
 // of this format, before anything is written: it opens an existing store
-// read-only and reads its format marker.
+// read-only and reads its format marker. A refused directory is not
+// modified: one without Pebble's markers (CURRENT or marker.manifest.*) is
+// refused from its listing alone, and the read-only open goes through
+// checkFS, which does not create the LOCK file Pebble's open would.
 func checkFormat(fs vfs.FS, dir string) error {
 	names, err := fs.List(dir)
 	if err != nil || len(names) == 0 {
 		return nil // absent or empty: a new store
 	}
-	ro, err := pebble.Open(dir, &pebble.Options{FS: fs, ReadOnly: true, Logger: quietLogger{}})
+	if !slices.ContainsFunc(names, isPebbleMarker) {
+		return fmt.Errorf("%w: %s is not empty and holds no store (found %d files, expected format %s/%d)",
+			ErrIncompatible, dir, len(names), formatMagic, formatVersion)
+	}
+	ro, err := pebble.Open(dir, &pebble.Options{FS: checkFS{fs}, ReadOnly: true, Logger: quietLogger{}})
 	if err != nil {
 		if strings.Contains(err.Error(), "does not exist") {
 			return fmt.Errorf("%w: %s is not empty and holds no store (found %d files, expected format %s/%d)",
@@ -204,6 +214,25 @@ func checkFormat(fs vfs.FS, dir string) error {
 		return fmt.Errorf("%w: %s has format %s/%d, expected %s/%d", ErrIncompatible, dir, formatMagic, found, formatMagic, formatVersion)
 	}
 	return nil
+}
+
+// isPebbleMarker reports whether name is a file only a Pebble store has.
+func isPebbleMarker(name string) bool {
+	return name == "CURRENT" || strings.HasPrefix(name, "marker.manifest.")
+}
+
+// checkFS is the file system of checkFormat's read-only open: Lock takes
+// the existing LOCK file (so a store in use is still detected), and when
+// there is none it locks nothing rather than create one. No process can
+// hold a store without its LOCK file: Pebble creates it at open and never
+// removes it.
+type checkFS struct{ vfs.FS }
+
+func (fs checkFS) Lock(name string) (io.Closer, error) {
+	if _, err := fs.FS.Stat(name); errors.Is(err, os.ErrNotExist) {
+		return io.NopCloser(nil), nil
+	}
+	return fs.FS.Lock(name)
 }
 
 type quietLogger struct{}
@@ -542,12 +571,25 @@ func (db *DB) Close() error {
 // refreshUsage measures Pebble's disk space usage and compaction debt.
 func (db *DB) refreshUsage() {
 	m := db.pdb.Metrics()
-	db.usage.Store(int64(m.DiskSpaceUsage()))
+	db.usage.Store(int64(diskUsage(m)))
 	// Recycled WAL files are bounded by the memtables, not by the data, and
-	// obsolete and zombie tables are being deleted: the limit is enforced
-	// on the rest, so that a drop is not repeated while files go away.
-	db.walSpare.Store(int64(m.WAL.ObsoletePhysicalSize + m.Table.Local.ObsoleteSize + m.Table.Local.ZombieSize))
+	// obsolete and zombie tables and blob files are being deleted: the
+	// limit is enforced on the rest, so that a drop is not repeated while
+	// files go away.
+	db.walSpare.Store(int64(m.WAL.ObsoletePhysicalSize + m.Table.Local.ObsoleteSize + m.Table.Local.ZombieSize +
+		m.BlobFiles.Local.ObsoleteSize + m.BlobFiles.Local.ZombieSize))
 	db.st.compactDbt.Store(m.Compact.EstimatedDebt)
+}
+
+// diskUsage is m.DiskSpaceUsage with the live blob files taken from the
+// current version (BlobFiles.LiveSize). Pebble v2.1.7 does not count the
+// blob files that exist at open in BlobFiles.Local.LiveSize, only the ones
+// created since (versionSet.load initialises the table figure, not the
+// blob one), so after a restart DiskSpaceUsage misses most of the values,
+// and when those files are deleted the figure would wrap below zero. The
+// arithmetic is modulo 2^64, so the wrapped term cancels exactly.
+func diskUsage(m *pebble.Metrics) uint64 {
+	return m.DiskSpaceUsage() - m.BlobFiles.Local.LiveSize + m.BlobFiles.LiveSize
 }
 
 // dataUsage is the disk usage that the limit applies to.

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
@@ -285,6 +287,81 @@ func TestIncompatible(t *testing.T) {
 	o.Dir = "/other"
 	if _, err := Open(o); !errors.Is(err, ErrIncompatible) {
 		t.Fatalf("open of a foreign directory: %v", err)
+	}
+}
+
+// A real directory that holds no store is refused and left exactly as it
+// was: listing, file contents, and the directory's mtime (no LOCK file).
+func TestIncompatibleUntouched(t *testing.T) {
+	for _, files := range [][]string{{"notes.txt"}, {"CURRENT"}, {"000001.log", "MANIFEST-000001"}} {
+		dir := t.TempDir()
+		for _, name := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte("not a store: "+name), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		old := time.Now().Add(-time.Hour).Truncate(time.Second)
+		if err := os.Chtimes(dir, old, old); err != nil {
+			t.Fatal(err)
+		}
+		snapshot := func() string {
+			st, err := os.Stat(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := st.ModTime().String()
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+				out += fmt.Sprintf("\n%s %q", e.Name(), b)
+			}
+			return out
+		}
+		before := snapshot()
+		o := testOptions(vfs.Default, clock.Real{})
+		o.Dir = dir
+		if db, err := Open(o); err == nil {
+			db.Close()
+			t.Fatalf("%v: opened", files)
+		} else if !errors.Is(err, ErrIncompatible) {
+			t.Logf("%v: refused with %v", files, err)
+		}
+		if after := snapshot(); after != before {
+			t.Fatalf("%v: directory changed:\n%s\n→\n%s", files, before, after)
+		}
+	}
+}
+
+// The disk usage counts the values in blob files across a restart (Pebble
+// v2.1.7 forgets the blob files present at open in its own figure).
+func TestUsageAfterRestart(t *testing.T) {
+	o := testOptions(vfs.Default, clock.Real{})
+	o.Dir = t.TempDir()
+	o.MemTableSize = 1 << 20
+	db := mustOpen(t, o)
+	rng := rand.New(rand.NewPCG(1, 2))
+	value := make([]byte, 2048)
+	for i := range 4000 { // 8 MiB of incompressible values: blob files
+		for j := range value {
+			value[j] = byte(rng.Uint32())
+		}
+		put(t, db, fmt.Sprintf("key-%d", i), string(value), 0, uint64(i+1))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = mustOpen(t, o)
+	defer db.Close()
+	var onDisk int64
+	ents, _ := os.ReadDir(o.Dir)
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil {
+			onDisk += fi.Size()
+		}
+	}
+	used := int64(db.Stats().BytesUsed)
+	if onDisk < 8<<20 || used < onDisk*8/10 || used > onDisk*12/10 {
+		t.Fatalf("after a restart BytesUsed = %d, the directory holds %d bytes", used, onDisk)
 	}
 }
 

@@ -51,6 +51,11 @@
 //	t | time u64 | epoch u32 | user key      → (empty)         tombstone index, by time written
 //	m | name                                 → metadata
 //
+// A k entry names an epoch only: a write over a record of the same epoch
+// leaves it alone (one memtable insert fewer per overwrite). Records of
+// at least 256 bytes live in Pebble blob files (value separation,
+// pebble.go), so compactions move their keys, not their bytes.
+//
 // The live epochs are a range [lo, cur]. Writes go to cur. The epoch
 // advances every DiskLimit/32 bytes written (cache mode) and at a flush_all;
 // dropping epochs is one DeleteRange over their d ranges. A k entry naming

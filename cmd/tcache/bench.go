@@ -64,6 +64,7 @@ func addBenchFlags(f *pflag.FlagSet) {
 	f.Int("multi-key-get", 0, "`N` keys per get command (0: single-key gets)")
 	f.String("expiry-range", "0-0", "exptime of sets in seconds, `min-max`, uniform")
 	f.Bool("distinct-client-seed", false, "give every connection its own random seed")
+	f.Bool("compressible-data", false, "send one repeated byte pattern as values (default: random, incompressible bytes, so disk figures are honest)")
 	f.Bool("randomize", false, "seed from the clock (different keys every run)")
 	f.Uint64("seed", 1, "random seed (without --randomize)")
 	f.IntP("run-count", "x", 1, "repeat the run this many times")
@@ -139,6 +140,7 @@ func benchOptions(f *pflag.FlagSet) (bench.Options, error) {
 		return o, fmt.Errorf("--expiry-range: %w", err)
 	}
 	o.DistinctClientSeed, _ = f.GetBool("distinct-client-seed")
+	o.CompressibleData, _ = f.GetBool("compressible-data")
 	o.Seed, _ = f.GetUint64("seed")
 	if r, _ := f.GetBool("randomize"); r {
 		o.Seed = uint64(time.Now().UnixNano())
