@@ -295,10 +295,10 @@ func Compare(ctx context.Context, o CompareOptions) (*Comparison, error) {
 		return nil, err
 	}
 	defer tc.stop()
-	if st, err := serverStats(mc.addr); err == nil {
+	if st, err := ServerStats(mc.addr); err == nil {
 		cmp.MemcachedVersion = st["version"]
 	}
-	if st, err := serverStats(tc.addr); err == nil {
+	if st, err := ServerStats(tc.addr); err == nil {
 		cmp.TcacheVersion = st["tcache_version"]
 	}
 
@@ -440,7 +440,7 @@ func runDedicated(ctx context.Context, o CompareOptions, row *ComparisonRow, scr
 			o.Logger.Info("prefilled", "workload", w.Name, "server", p.name, "took", took.Round(time.Millisecond).String())
 			if r := row.Retention; r != nil {
 				var used uint64
-				if st, err := serverStats(p.addr); err == nil {
+				if st, err := ServerStats(p.addr); err == nil {
 					used, _ = strconv.ParseUint(st["extstore_bytes_used"], 10, 64)
 				}
 				if p == a {
@@ -771,7 +771,7 @@ func measureRestarts(ctx context.Context, o CompareOptions, row *ComparisonRow, 
 			return nil
 		}
 		written = size
-		st, _ := serverStats(p.addr)
+		st, _ := ServerStats(p.addr)
 		used, _ := strconv.ParseUint(st["extstore_bytes_used"], 10, 64)
 		p.stop()
 		res, err := timeFirstRequest(ctx, o.TcacheBinary, args)
@@ -819,7 +819,7 @@ func timeFirstRequest(ctx context.Context, bin string, args []string) (RestartRe
 			c.Close()
 			if werr == nil && rerr == nil && strings.HasPrefix(string(buf[:n]), "VERSION ") {
 				res := RestartResult{FirstReq: time.Since(start)}
-				if st, err := serverStats(addr); err == nil {
+				if st, err := ServerStats(addr); err == nil {
 					res.Items, _ = strconv.ParseUint(st["curr_items"], 10, 64)
 				}
 				return res, nil

@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { os.Exit(testserver.Run(m)) }
 func statsDelta(t *testing.T, addr string, fn func()) map[string]int64 {
 	t.Helper()
 	read := func() map[string]int64 {
-		st, err := serverStats(addr)
+		st, err := ServerStats(addr)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -97,8 +97,9 @@ func startProcess(ctx context.Context, name, path string, args []string, wait ti
 	return nil, lastErr
 }
 
-// serverStats returns the general `stats` of the server at addr.
-func serverStats(addr string) (map[string]string, error) {
+// ServerStats returns the general `stats` of the memcached-compatible server
+// at addr as a map from stat name to value.
+func ServerStats(addr string) (map[string]string, error) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, err

@@ -37,6 +37,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tcache/tcache/bench"
 )
 
 // config is the command line.
@@ -167,7 +169,7 @@ func measure(ctx context.Context, c config, name, path string, args []string) (r
 	defer proc.stop()
 
 	// Baseline: one connection in, nothing stored.
-	st, err := stats(addr)
+	st, err := bench.ServerStats(addr)
 	if err != nil {
 		return r, err
 	}
@@ -185,7 +187,7 @@ func measure(ctx context.Context, c config, name, path string, args []string) (r
 	}
 	r.loadTime = time.Since(start)
 
-	if st, err = stats(addr); err != nil {
+	if st, err = bench.ServerStats(addr); err != nil {
 		return r, err
 	}
 	if ev := st["evictions"]; ev != "0" {
@@ -423,36 +425,6 @@ func verifySample(addr string, c config) error {
 		}
 	}
 	return nil
-}
-
-// stats returns the general `stats` of the server at addr.
-func stats(addr string) (map[string]string, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write([]byte("stats\r\n")); err != nil {
-		return nil, err
-	}
-	st := map[string]string{}
-	sc := bufio.NewScanner(conn)
-	for sc.Scan() {
-		line := strings.TrimSuffix(sc.Text(), "\r")
-		if line == "END" {
-			return st, nil
-		}
-		f := strings.SplitN(line, " ", 3) // STAT <name> <value>
-		if len(f) != 3 || f[0] != "STAT" {
-			return nil, fmt.Errorf("stats: unexpected line %q", line)
-		}
-		st[f[1]] = f[2]
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("stats: %w", err)
-	}
-	return nil, errors.New("stats: connection closed before END")
 }
 
 // vmRSS reads the resident set size of pid in bytes.
