@@ -633,7 +633,11 @@ func (c *conn) metaSet(ntok int) error {
 	return nil
 }
 
-func (c *conn) metaDelete(ntok int) error {
+// metaMutationFlags is the start that md and ma share (memcached's
+// process_mdelete_command and process_marithmetic_command answer the same
+// errors): it checks the token count and the key, and parses the flags into
+// the conn's scratch. It answers an error itself and then returns nil.
+func (c *conn) metaMutationFlags(ntok int) *metaState {
 	if ntok < 3 {
 		c.w.Write(metaError)
 		return nil
@@ -649,6 +653,14 @@ func (c *conn) metaDelete(ntok int) error {
 	m := c.metaScratch()
 	if c.metaFlagsFor(m, 2, ntok) != nil {
 		c.w.Write(metaInvalidOrDup)
+		return nil
+	}
+	return m
+}
+
+func (c *conn) metaDelete(ntok int) error {
+	m := c.metaMutationFlags(ntok)
+	if m == nil {
 		return nil
 	}
 	f := &m.f
@@ -690,21 +702,8 @@ func (c *conn) metaDelete(ntok int) error {
 }
 
 func (c *conn) metaArith(ntok int) error {
-	if ntok < 3 {
-		c.w.Write(metaError)
-		return nil
-	}
-	if keyTooLong(c.tok[1]) {
-		c.w.Write(metaBadFormat)
-		return nil
-	}
-	if ntok > metaMaxTokens {
-		c.w.Write(metaFlagsTooLong)
-		return nil
-	}
-	m := c.metaScratch()
-	if c.metaFlagsFor(m, 2, ntok) != nil {
-		c.w.Write(metaInvalidOrDup)
+	m := c.metaMutationFlags(ntok)
+	if m == nil {
 		return nil
 	}
 	f := &m.f
