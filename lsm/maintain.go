@@ -161,45 +161,15 @@ func (db *DB) sweep(now int64) {
 		if err != nil || len(keys) == 0 {
 			return
 		}
-		db.sweepChunk(keys)
+		// An x entry is acted on only while it names the key's current
+		// record; otherwise the entry alone is stale and goes.
+		db.deleteChunk(keys, func(k []byte, where Location) bool {
+			exptime, epoch, _, _ := parseExpKey(k)
+			return !where.Tombstone && where.Epoch == epoch && where.Exptime == exptime
+		}, &db.st.swept)
 		if len(keys) < chunkSize {
 			return
 		}
-	}
-}
-
-func (db *DB) sweepChunk(xkeys [][]byte) {
-	pb := db.pdb.NewBatch()
-	defer pb.Close()
-	var deltas []epochDelta
-	var swept uint64
-	var scr []byte
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	for _, xk := range xkeys {
-		exptime, epoch, key, ok := parseExpKey(xk)
-		_ = pb.Delete(xk, nil)
-		if !ok || !db.mu.epochs.live(epoch) {
-			continue
-		}
-		where, err := db.lookupOpen(key)
-		if err != nil || !where.Present || where.Tombstone || where.Epoch != epoch || where.Exptime != exptime {
-			continue // not the current record: the x entry alone is stale
-		}
-		scr = appendDataKey(scr[:0], epoch, key)
-		_ = pb.Delete(scr, nil)
-		scr = appendIndexKey(scr[:0], key)
-		_ = pb.Delete(scr, nil)
-		deltas = append(deltas, epochDelta{epoch, -1, -int64(where.Size)})
-		swept++
-	}
-	if err := db.pdb.Apply(pb, pebble.NoSync); err != nil || db.failed() != nil {
-		return
-	}
-	db.mu.epochs.apply(deltas)
-	if swept > 0 {
-		db.sweepGen.Add(1) // Locations read before may name swept records
-		db.st.swept.Add(swept)
 	}
 }
 
