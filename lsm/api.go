@@ -101,6 +101,10 @@ type Options struct {
 
 	BlockCacheSize int64 // bytes; default 8 MiB
 	MemTableSize   int64 // bytes per memtable; default 4 MiB
+	// LocationHints is the size in bytes of the table of location hints
+	// (8 bytes a key, lossy; hints.go): a read whose key has a hint skips
+	// the k index. Default 1 MiB; negative means none.
+	LocationHints int64
 
 	// Codec compresses values of at least CompressMin bytes (default 256)
 	// when that saves at least 1/8. The zero Codec means the default,
@@ -282,6 +286,8 @@ type Stats struct {
 	Writes       uint64 // extstore_objects_written
 	BytesWritten uint64 // extstore_bytes_written
 	BadCRC       uint64 // badcrc_from_extstore
+	HintHits     uint64 // tcache_disk_hint_hits: reads that went straight to the record
+	HintMisses   uint64 // tcache_disk_hint_misses: hinted reads that fell back to the k index
 	Drops        uint64 // tcache_disk_drops: epochs dropped for the limit (cache mode)
 	DroppedItems uint64 // extstore_objects_evicted
 	DroppedBytes uint64 // extstore_bytes_evicted

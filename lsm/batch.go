@@ -43,7 +43,8 @@ type batchOp struct {
 	op       LogOp
 	key, rec span // in buf
 	epoch    uint32
-	exptime  int64 // items: expiry (x index); tombstones: time (t index)
+	at       uint32 // the epoch the record went to (set at commit)
+	exptime  int64  // items: expiry (x index); tombstones: time (t index)
 	version  Version
 	prev     Location
 	flush    FlushMarker
@@ -324,6 +325,9 @@ func (db *DB) Commit(b *Batch) error {
 		db.mu.sinceAdvance += b.bytes
 	}
 	db.lastSeq.Store(seq)
+	if db.hints != nil {
+		db.updateHintsLocked(b)
+	}
 	db.mu.Unlock()
 
 	db.usage.Add(b.bytes)
@@ -346,6 +350,21 @@ func (db *DB) Commit(b *Batch) error {
 		db.pendingSyn.Store(true)
 	}
 	return nil
+}
+
+// updateHintsLocked points the location hints of b's keys at the records
+// b wrote, once they are visible (hints.go). Requires mu.
+func (db *DB) updateHintsLocked(b *Batch) {
+	for i := range b.ops {
+		o := &b.ops[i]
+		switch {
+		case o.op == LogFlush:
+		case o.op == LogDelete && !o.tomb:
+			db.hints.clear(o.key.of(b.buf))
+		default:
+			db.hints.set(o.key.of(b.buf), o.at)
+		}
+	}
 }
 
 // writeRecordLocked adds to pb the Pebble mutations of o, a record (item
@@ -375,6 +394,7 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 		}
 		db.unindexPrevLocked(pb, b, p, key, o, e)
 	}
+	o.at = e
 	b.scr = appendDataKey(b.scr[:0], e, key)
 	_ = pb.Set(b.scr, o.rec.of(b.buf), nil)
 	// The k entry names the epoch only: an overwrite within the epoch of

@@ -90,9 +90,11 @@ type DB struct {
 		drops, droppedItems, droppedBytes, diskFull          atomic.Uint64
 		writeErrors, sweeperRuns, swept, commits, compactDbt atomic.Uint64
 		tombstones, tombSwept                                atomic.Uint64
+		hintHits, hintMisses                                 atomic.Uint64
 	}
 
 	keyBufs sync.Pool // *[]byte scratch for keys on the read path
+	hints   *hints    // location hints (nil: Options.LocationHints 0)
 
 	bg struct {
 		stop chan struct{}
@@ -131,6 +133,7 @@ func Open(opts Options) (*DB, error) {
 	}
 	db.keyBufs.New = func() any { b := make([]byte, 0, 256); return &b }
 	db.cache = pebble.NewCache(opts.BlockCacheSize)
+	db.hints = newHints(opts.LocationHints)
 	el := &pebble.EventListener{
 		BackgroundError: func(err error) {
 			db.st.writeErrors.Add(1)
@@ -615,6 +618,8 @@ func (db *DB) Stats() Stats {
 		Writes:       db.st.writes.Load(),
 		BytesWritten: db.st.bytesWritten.Load(),
 		BadCRC:       db.st.badCRC.Load(),
+		HintHits:     db.st.hintHits.Load(),
+		HintMisses:   db.st.hintMisses.Load(),
 		Drops:        db.st.drops.Load(),
 		DroppedItems: db.st.droppedItems.Load(),
 		DroppedBytes: db.st.droppedBytes.Load(),

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -28,24 +29,11 @@ func (db *DB) Get(dst, key []byte) (Record, error) {
 	bp := db.keyBufs.Get().(*[]byte)
 	defer db.keyBufs.Put(bp)
 	var rec Record
-	gen := db.sweepGen.Load()
-	where, err := db.locate(bp, key)
-	where.gen = gen
+	where, v, closer, err := db.find(bp, key)
 	rec.Where = where
-	if err != nil || !where.Present {
+	if err != nil || v == nil {
 		return rec, err
 	}
-	*bp = appendDataKey((*bp)[:0], where.Epoch, key)
-	v, closer, err := db.pdb.Get(*bp)
-	if errors.Is(err, pebble.ErrNotFound) {
-		// The index points at a live epoch without a record: only a
-		// concurrent delete of this key can do that.
-		return Record{Where: Location{Known: true}}, nil
-	}
-	if err != nil {
-		return rec, fmt.Errorf("lsm: get: %w", err)
-	}
-	rec.Where.Size = uint32(len(key) + len(v))
 	err = db.codec.decodeRecord(dst, v, &rec)
 	closer.Close()
 	if err != nil {
@@ -62,6 +50,52 @@ func (db *DB) Get(dst, key []byte) (Record, error) {
 	db.st.reads.Add(1)
 	db.st.bytesRead.Add(uint64(len(rec.Value) - len(dst)))
 	return rec, nil
+}
+
+// find reads the current record of key: where it is and its encoded bytes
+// (v, valid until closer is closed), or v nil when the key has no record
+// (where says so). It tries the key's location hint first and falls back
+// to the k index (locate). bp is scratch.
+func (db *DB) find(bp *[]byte, key []byte) (where Location, v []byte, closer io.Closer, err error) {
+	gen := db.sweepGen.Load()
+	var seen uint64
+	if db.hints != nil {
+		epoch, ok, s := db.hints.get(key)
+		seen = s
+		if ok && db.epochLive(epoch) {
+			*bp = appendDataKey((*bp)[:0], epoch, key)
+			v, closer, err = db.pdb.Get(*bp)
+			switch {
+			case err == nil:
+				db.st.hintHits.Add(1)
+				where = Location{Known: true, Present: true, Epoch: epoch, Size: uint32(len(key) + len(v)), gen: gen}
+				return where, v, closer, nil
+			case !errors.Is(err, pebble.ErrNotFound):
+				return Location{}, nil, nil, fmt.Errorf("lsm: get: %w", err)
+			}
+			db.st.hintMisses.Add(1)
+		}
+	}
+	where, err = db.locate(bp, key)
+	where.gen = gen
+	if err != nil || !where.Present {
+		return where, nil, nil, err
+	}
+	*bp = appendDataKey((*bp)[:0], where.Epoch, key)
+	v, closer, err = db.pdb.Get(*bp)
+	if errors.Is(err, pebble.ErrNotFound) {
+		// The index points at a live epoch without a record: only a
+		// concurrent delete of this key can do that.
+		return Location{Known: true, gen: gen}, nil, nil, nil
+	}
+	if err != nil {
+		return Location{}, nil, nil, fmt.Errorf("lsm: get: %w", err)
+	}
+	if db.hints != nil {
+		db.hints.install(key, where.Epoch, seen)
+	}
+	where.Size = uint32(len(key) + len(v))
+	return where, v, closer, nil
 }
 
 // locate reads the k index of key: where its record is, without its
@@ -102,24 +136,13 @@ func (db *DB) lookup(key []byte) (Location, error) {
 
 // lookupOpen is lookup for a caller that holds closeMu.
 func (db *DB) lookupOpen(key []byte) (Location, error) {
-	gen := db.sweepGen.Load()
 	bp := db.keyBufs.Get().(*[]byte)
 	defer db.keyBufs.Put(bp)
-	where, err := db.locate(bp, key)
-	where.gen = gen
-	if err != nil || !where.Present {
+	where, v, closer, err := db.find(bp, key)
+	if err != nil || v == nil {
 		return where, err
 	}
-	*bp = appendDataKey((*bp)[:0], where.Epoch, key)
-	v, closer, err := db.pdb.Get(*bp)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return Location{Known: true, gen: gen}, nil
-	}
-	if err != nil {
-		return Location{}, fmt.Errorf("lsm: get: %w", err)
-	}
 	defer closer.Close()
-	where.Size = uint32(len(key) + len(v))
 	if h, _, err := parseRecordHeader(v); err == nil {
 		where.Exptime = h.exptime
 		if h.kind == KindTombstone {
@@ -144,24 +167,13 @@ func (db *DB) GetRaw(dst, key []byte) (raw []byte, where Location, err error) {
 
 // getRawOpen is GetRaw for a caller that holds closeMu.
 func (db *DB) getRawOpen(dst, key []byte) ([]byte, Location, error) {
-	gen := db.sweepGen.Load()
 	bp := db.keyBufs.Get().(*[]byte)
 	defer db.keyBufs.Put(bp)
-	where, err := db.locate(bp, key)
-	where.gen = gen
-	if err != nil || !where.Present {
+	where, v, closer, err := db.find(bp, key)
+	if err != nil || v == nil {
 		return nil, where, err
 	}
-	*bp = appendDataKey((*bp)[:0], where.Epoch, key)
-	v, closer, err := db.pdb.Get(*bp)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, Location{Known: true, gen: gen}, nil
-	}
-	if err != nil {
-		return nil, Location{}, fmt.Errorf("lsm: get: %w", err)
-	}
 	defer closer.Close()
-	where.Size = uint32(len(key) + len(v))
 	if h, _, err := parseRecordHeader(v); err == nil {
 		where.Exptime = h.exptime
 		if h.kind == KindTombstone {

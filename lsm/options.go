@@ -16,6 +16,7 @@ const (
 	DefaultDurabilityInterval  = 100 * time.Millisecond
 	DefaultBlockCacheSize      = 8 << 20
 	DefaultMemTableSize        = 4 << 20
+	DefaultLocationHints       = 1 << 20
 	DefaultCompressMin         = 256
 	DefaultLogRetentionBytes   = 1 << 30
 	DefaultLogRetentionAge     = 24 * time.Hour
@@ -43,6 +44,9 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.MemTableSize == 0 {
 		o.MemTableSize = DefaultMemTableSize
+	}
+	if o.LocationHints == 0 {
+		o.LocationHints = DefaultLocationHints
 	}
 	if o.Codec == CodecNone && o.CompressMin >= 0 {
 		o.Codec = CodecS2

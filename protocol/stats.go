@@ -299,6 +299,8 @@ func diskStats(sw statSink, es *engine.Stats, ds *lsm.Stats) {
 	sw.u("tcache_disk_items", ds.Items)
 	sw.u("tcache_disk_item_bytes", ds.ItemBytes)
 	sw.u("tcache_disk_misses", es.DiskMisses)
+	sw.u("tcache_disk_hint_hits", ds.HintHits)
+	sw.u("tcache_disk_hint_misses", ds.HintMisses)
 	sw.u("tcache_disk_read_errors", es.ReadErrors)
 	sw.u("tcache_disk_commit_errors", es.CommitErrors)
 	sw.u("tcache_disk_full_errors", ds.DiskFull)

@@ -222,6 +222,7 @@ func openDisk(o Options, b memoryBudget, logger *slog.Logger) (*lsm.DB, error) {
 		DurabilityInterval:  o.DurabilityInterval,
 		BlockCacheSize:      b.blockCache,
 		MemTableSize:        b.memTable,
+		LocationHints:       b.hints,
 		CompressMin:         o.CompressMin,
 		LogRetentionBytes:   o.LogRetentionBytes,
 		LogRetentionAge:     o.LogRetentionAge,
@@ -262,7 +263,7 @@ func openDisk(o Options, b memoryBudget, logger *slog.Logger) (*lsm.DB, error) {
 		"dir", dir, "mode", o.Mode, "durability", o.Durability, "disk_limit", formatSize(o.DiskLimit),
 		"items", st.Items, "item_bytes", st.ItemBytes, "recounting", st.Recounting == 1,
 		"bytes_used", st.BytesUsed, "log_last_seq", st.LogLast,
-		"block_cache", formatSize(b.blockCache), "memtable", formatSize(b.memTable),
+		"block_cache", formatSize(b.blockCache), "memtable", formatSize(b.memTable), "hints", formatSize(b.hints),
 		"open_time", time.Since(start).Round(time.Millisecond).String())
 	return db, nil
 }

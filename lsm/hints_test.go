@@ -1,0 +1,246 @@
+package lsm
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/tcache/tcache/internal/clock"
+)
+
+// hintDB opens a cache-mode store whose epoch advances every 32 KiB, with a
+// hint table of hintBytes.
+func hintDB(t *testing.T, hintBytes int64) *DB {
+	t.Helper()
+	o := testOptions(vfs.NewMem(), clock.NewFake(testStart))
+	o.DiskLimit = minDiskLimit
+	o.LocationHints = hintBytes
+	db := mustOpen(t, o)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+var hintVer atomic.Uint64
+
+func hintPut(t *testing.T, db *DB, key, value string) {
+	t.Helper()
+	b := db.NewBatch()
+	rec := Record{Value: []byte(value), Version: Version{HLC: hintVer.Add(1), Node: 1}}
+	b.Put([]byte(key), &rec, Location{})
+	mustCommit(t, db, b)
+}
+
+func hintGet(t *testing.T, db *DB, key string) (string, bool) {
+	t.Helper()
+	r, err := db.Get(nil, []byte(key))
+	if err != nil {
+		t.Fatalf("get %q: %v", key, err)
+	}
+	return string(r.Value), r.Found
+}
+
+// advanceEpoch writes filler until the current epoch moves on.
+func advanceEpoch(t *testing.T, db *DB) {
+	t.Helper()
+	e := db.curEpoch()
+	for i := 0; db.curEpoch() == e; i++ {
+		hintPut(t, db, fmt.Sprintf("filler-%d-%d", e, i), string(bytes.Repeat([]byte{'f'}, 1000)))
+	}
+}
+
+// A key written in one epoch and overwritten in a later one is read from
+// the later one whatever its hint says; the hint follows the writes.
+func TestHintsFollowWrites(t *testing.T) {
+	db := hintDB(t, 1<<16)
+	hintPut(t, db, "k", "v1")
+	e1 := db.curEpoch()
+	if v, ok := hintGet(t, db, "k"); !ok || v != "v1" {
+		t.Fatalf("get = %q %v", v, ok)
+	}
+	if st := db.Stats(); st.HintHits != 1 || st.HintMisses != 0 {
+		t.Fatalf("a read after a put: hits %d misses %d, want 1 0", st.HintHits, st.HintMisses)
+	}
+	advanceEpoch(t, db)
+	hintPut(t, db, "k", "v2")
+	if db.curEpoch() == e1 {
+		t.Fatal("the epoch did not advance")
+	}
+	if v, ok := hintGet(t, db, "k"); !ok || v != "v2" {
+		t.Fatalf("after an overwrite in a new epoch: %q %v", v, ok)
+	}
+
+	// A stale hint (the previous epoch, as if a reader had raced a
+	// commit): the read falls back to the k index, counts a miss, and
+	// the hint is repaired.
+	db.hints.set([]byte("k"), e1)
+	before := db.Stats()
+	if v, ok := hintGet(t, db, "k"); !ok || v != "v2" {
+		t.Fatalf("with a stale hint: %q %v", v, ok)
+	}
+	after := db.Stats()
+	if after.HintMisses != before.HintMisses+1 {
+		t.Fatalf("stale hint: misses %d → %d", before.HintMisses, after.HintMisses)
+	}
+	if v, ok := hintGet(t, db, "k"); !ok || v != "v2" || db.Stats().HintHits != after.HintHits+1 {
+		t.Fatalf("the hint was not repaired: %q %v hits %d", v, ok, db.Stats().HintHits)
+	}
+	// The location a hinted read returns is the same as the index's.
+	viaHint, err := db.lookup([]byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.hints.clear([]byte("k"))
+	viaIndex, err := db.lookup([]byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if viaHint != viaIndex {
+		t.Fatalf("lookup via hint %+v, via index %+v", viaHint, viaIndex)
+	}
+}
+
+// Deletes, expiry (the sweeper) and dropped epochs leave hints behind that
+// must not resurrect anything.
+func TestHintsNeverResurrect(t *testing.T) {
+	clk := clock.NewFake(testStart)
+	o := testOptions(vfs.NewMem(), clk)
+	o.DiskLimit = minDiskLimit
+	db := mustOpen(t, o)
+	defer db.Close()
+
+	hintPut(t, db, "del", "x")
+	b := db.NewBatch()
+	b.Delete([]byte("del"), Version{HLC: hintVer.Add(1), Node: 1}, Location{})
+	mustCommit(t, db, b)
+	if _, ok := hintGet(t, db, "del"); ok {
+		t.Fatal("a deleted key was found")
+	}
+
+	// Expired and swept: the hint still names the epoch, the record is gone.
+	b = db.NewBatch()
+	rec := Record{Value: []byte("short"), Exptime: testStart.Unix() + 1, Version: Version{HLC: hintVer.Add(1), Node: 1}}
+	b.Put([]byte("exp"), &rec, Location{})
+	mustCommit(t, db, b)
+	clk.Advance(5e9)
+	db.Maintain()
+	if r, err := db.Get(nil, []byte("exp")); err != nil || r.Found {
+		t.Fatalf("a swept record: found %v err %v", r.Found, err)
+	}
+
+	// Dropped with its epoch (cache mode at its limit).
+	hintPut(t, db, "old", "y")
+	e := db.curEpoch()
+	for db.Stats().Drops == 0 || db.epochLive(e) {
+		advanceEpoch(t, db)
+		db.Maintain()
+	}
+	if _, ok := hintGet(t, db, "old"); ok {
+		t.Fatal("a key of a dropped epoch was found")
+	}
+}
+
+// With a table of one slot every key evicts every other key's hint and
+// tags collide on purpose: reads stay exact.
+func TestHintsTinyTable(t *testing.T) {
+	db := hintDB(t, 8)
+	want := map[string]string{}
+	for i := range 300 {
+		k := fmt.Sprintf("key-%d", i%50)
+		v := fmt.Sprintf("v%d", i)
+		hintPut(t, db, k, v)
+		want[k] = v
+		if i%7 == 0 {
+			advanceEpoch(t, db)
+		}
+	}
+	for k, v := range want {
+		if got, ok := hintGet(t, db, k); !ok || got != v {
+			t.Fatalf("%s = %q %v, want %q", k, got, ok, v)
+		}
+	}
+	if newHints(7) != nil || len(newHints(8).slots) != 1 || len(newHints(1<<20).slots) != 1<<17 {
+		t.Fatal("newHints sizes")
+	}
+}
+
+// Concurrent writers, deleters and readers over a few keys while epochs
+// advance: every read returns the key's latest value written before it
+// started or a later one, never an older one (run with -race in CI).
+func TestHintsConcurrent(t *testing.T) {
+	db := hintDB(t, 1<<10)
+	const keys = 16
+	var latest [keys]atomic.Uint64 // highest value number committed per key
+	var writers, readers sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 2 {
+		writers.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			b := db.NewBatch()
+			for n := uint64(1); n <= 3000; n++ {
+				k := rng.IntN(keys)
+				// Each writer owns half the keys, so a key's values
+				// are written in order.
+				k = k - k%2 + w
+				rec := Record{Value: fmt.Appendf(nil, "%d", n), Version: Version{HLC: hintVer.Add(1), Node: 1}}
+				b.Put(fmt.Appendf(nil, "c%d", k), &rec, Location{})
+				if n%97 == 0 {
+					rec := Record{Value: bytes.Repeat([]byte{'z'}, 8000), Version: Version{HLC: hintVer.Add(1), Node: 1}}
+					b.Put(fmt.Appendf(nil, "big-%d-%d", w, n), &rec, Location{})
+				}
+				if err := db.Commit(b); err != nil {
+					t.Error(err)
+					return
+				}
+				b.Reset()
+				latest[k].Store(n)
+			}
+		})
+	}
+	for r := range 2 {
+		readers.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(r), 2))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := rng.IntN(keys)
+				floor := latest[k].Load()
+				rec, err := db.Get(nil, fmt.Appendf(nil, "c%d", k))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var got uint64
+				if rec.Found {
+					fmt.Sscan(string(rec.Value), &got)
+				}
+				if got < floor {
+					t.Errorf("c%d: read %d after %d was committed", k, got, floor)
+					return
+				}
+			}
+		})
+	}
+	readers.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				db.Maintain()
+			}
+		}
+	})
+	writers.Wait()
+	close(stop)
+	readers.Wait()
+	if db.Stats().HintHits == 0 {
+		t.Fatal("no read used a hint")
+	}
+}
