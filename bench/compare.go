@@ -357,7 +357,9 @@ func runRound(ctx context.Context, o CompareOptions, row *ComparisonRow, round i
 		lo := row.Workload.Options
 		lo.Servers = []string{p.addr}
 		lo.TestTime = o.Duration
+		cpu0, cpuOK := processCPU(p.cmd.Process.Pid)
 		r, err := Run(ctx, lo)
+		cpu1, cpuOK1 := processCPU(p.cmd.Process.Pid)
 		if err == nil && !p.alive() {
 			err = errors.New("server exited")
 		}
@@ -370,6 +372,9 @@ func runRound(ctx context.Context, o CompareOptions, row *ComparisonRow, round i
 			return nil
 		}
 		res := r.Runs[0]
+		if n := res.Sets.Count + res.Gets.Count; cpuOK && cpuOK1 && n > 0 {
+			res.ServerCPUSecondsPerMillion = (cpu1 - cpu0).Seconds() / float64(n) * 1e6
+		}
 		if p == a {
 			row.Memcached = append(row.Memcached, res)
 		} else {
@@ -377,7 +382,8 @@ func runRound(ctx context.Context, o CompareOptions, row *ComparisonRow, round i
 		}
 		o.Logger.Info("run", "workload", row.Workload.Name, "server", p.name, "round", round,
 			"ops_per_sec", int64(res.Totals.OpsPerSec), "p99_ms", percentile(&res.Totals, 99),
-			"bench_cpu_s_per_M", strconv.FormatFloat(res.CPUSecondsPerMillion, 'f', 2, 64))
+			"bench_cpu_s_per_M", strconv.FormatFloat(res.CPUSecondsPerMillion, 'f', 2, 64),
+			"server_cpu_s_per_M", strconv.FormatFloat(res.ServerCPUSecondsPerMillion, 'f', 2, 64))
 	}
 	return nil
 }
@@ -554,6 +560,8 @@ var (
 	p99       = func(r *RunResult) float64 { return percentile(&r.Totals, 99) }
 	p999      = func(r *RunResult) float64 { return percentile(&r.Totals, 99.9) }
 	cpuPerM   = func(r *RunResult) float64 { return r.CPUSecondsPerMillion }
+	// serverCPUPerReq: CPU seconds per million requests = µs per request.
+	serverCPUPerReq = func(r *RunResult) float64 { return r.ServerCPUSecondsPerMillion }
 )
 
 // medianOf is the median of f over runs.
@@ -581,36 +589,37 @@ func (r *ComparisonRow) ratioOf(f metric) float64 {
 // per-round tcache/memcached ratios.
 func (c *Comparison) MarkdownTable() string {
 	var b strings.Builder
-	b.WriteString("| workload | memcached ops/s | tcache ops/s | **ops/s ratio** | memcached p50 | tcache p50 | p50 ratio | memcached p99 | tcache p99 | **p99 ratio** | memcached p99.9 | tcache p99.9 | p99.9 ratio |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| workload | memcached ops/s | tcache ops/s | **ops/s ratio** | memcached p50 | tcache p50 | p50 ratio | memcached p99 | tcache p99 | **p99 ratio** | memcached p99.9 | tcache p99.9 | p99.9 ratio | memcached CPU µs/req | tcache CPU µs/req | CPU/req ratio |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	f0 := func(x float64) string { return strconv.FormatFloat(x, 'f', 0, 64) }
 	f3 := func(x float64) string { return strconv.FormatFloat(x, 'f', 3, 64) }
 	f2 := func(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) }
 	for i := range c.Rows {
 		r := &c.Rows[i]
 		if r.Err != "" {
-			fmt.Fprintf(&b, "| %s | %s |  |  |  |  |  |  |  |  |  |  |  |\n", r.Workload.Name, r.Err)
+			fmt.Fprintf(&b, "| %s | %s |  |  |  |  |  |  |  |  |  |  |  |  |  |  |\n", r.Workload.Name, r.Err)
 			continue
 		}
 		if len(r.Workload.RestartSizes) > 0 {
 			continue // its own table (RestartTable)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | **%s** | %s | %s | %s | %s | %s | **%s** | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %s | **%s** | %s | %s | %s | %s | %s | **%s** | %s | %s | %s | %s | %s | %s |\n",
 			r.Workload.Name,
 			f0(medianOf(r.Memcached, opsPerSec)), f0(medianOf(r.Tcache, opsPerSec)), f2(r.ratioOf(opsPerSec)),
 			f3(medianOf(r.Memcached, p50)), f3(medianOf(r.Tcache, p50)), f2(r.ratioOf(p50)),
 			f3(medianOf(r.Memcached, p99)), f3(medianOf(r.Tcache, p99)), f2(r.ratioOf(p99)),
-			f3(medianOf(r.Memcached, p999)), f3(medianOf(r.Tcache, p999)), f2(r.ratioOf(p999)))
+			f3(medianOf(r.Memcached, p999)), f3(medianOf(r.Tcache, p999)), f2(r.ratioOf(p999)),
+			f2(medianOf(r.Memcached, serverCPUPerReq)), f2(medianOf(r.Tcache, serverCPUPerReq)), f2(r.ratioOf(serverCPUPerReq)))
 	}
 	return b.String()
 }
 
-// RoundsTable lists every round: ops/s, hit ratio and the bench process's
-// CPU seconds per million requests, for both servers.
+// RoundsTable lists every round: ops/s, hit ratio, the servers' CPU
+// seconds per million requests and the bench process's, for both servers.
 func (c *Comparison) RoundsTable() string {
 	var b strings.Builder
-	b.WriteString("| workload | round | memcached ops/s | tcache ops/s | memcached hit ratio | tcache hit ratio | bench CPU s / M req (memcached run) | bench CPU s / M req (tcache run) |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| workload | round | memcached ops/s | tcache ops/s | memcached hit ratio | tcache hit ratio | memcached CPU s / M req | tcache CPU s / M req | bench CPU s / M req (memcached run) | bench CPU s / M req (tcache run) |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	hit := func(r *RunResult) string {
 		n := r.Gets.Hits + r.Gets.Misses
 		if n == 0 {
@@ -622,11 +631,21 @@ func (c *Comparison) RoundsTable() string {
 		r := &c.Rows[i]
 		for j := range min(len(r.Memcached), len(r.Tcache)) {
 			m, t := &r.Memcached[j], &r.Tcache[j]
-			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %s | %s | %.2f | %.2f |\n", r.Workload.Name, j+1,
-				m.Totals.OpsPerSec, t.Totals.OpsPerSec, hit(m), hit(t), m.CPUSecondsPerMillion, t.CPUSecondsPerMillion)
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %s | %s | %s | %s | %.2f | %.2f |\n", r.Workload.Name, j+1,
+				m.Totals.OpsPerSec, t.Totals.OpsPerSec, hit(m), hit(t), serverCPU(m), serverCPU(t),
+				m.CPUSecondsPerMillion, t.CPUSecondsPerMillion)
 		}
 	}
 	return b.String()
+}
+
+// serverCPU formats a run's server CPU seconds per million requests, "-"
+// when unknown.
+func serverCPU(r *RunResult) string {
+	if r.ServerCPUSecondsPerMillion == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(r.ServerCPUSecondsPerMillion, 'f', 2, 64)
 }
 
 // Section markers of the comparison in docs/benchmarks.md.
@@ -699,8 +718,9 @@ func (c *Comparison) Section(command string) string {
 	b.WriteString("\n### Results (latencies in ms)\n\n")
 	b.WriteString(c.MarkdownTable())
 	b.WriteString("\n### Every round\n\n")
-	b.WriteString("The last two columns are the bench process's own CPU time (getrusage, user + system) per million " +
-		"requests: the cost of the load generator, which must stay well below the server's.\n\n")
+	b.WriteString("CPU columns are CPU seconds per million requests (= µs per request), user + system: the servers' from " +
+		"/proc/PID/stat over the run (all their threads), the bench process's own from getrusage (the cost of the " +
+		"load generator, which must stay well below the server's).\n\n")
 	b.WriteString(c.RoundsTable())
 	if t := c.RetentionTable(); t != "" {
 		b.WriteString("\n### What the overflow servers kept\n\n")

@@ -42,6 +42,11 @@ type RunResult struct {
 	// million requests (sets + get commands).
 	CPUSeconds           float64 `json:"cpu_seconds"`
 	CPUSecondsPerMillion float64 `json:"cpu_seconds_per_million_requests"`
+	// ServerCPUSecondsPerMillion is the server process's user+system CPU
+	// time per million requests over the run (/proc/PID/stat, all its
+	// threads): set by bench compare, which starts the servers; 0 when
+	// unknown.
+	ServerCPUSecondsPerMillion float64 `json:"server_cpu_seconds_per_million_requests,omitempty"`
 }
 
 // OpResult is the figures of one command type.
