@@ -31,9 +31,11 @@ func pebbleOptions(o *Options, fs vfs.FS, c *pebble.Cache, l pebble.Logger, el *
 		MemTableSize:       uint64(o.MemTableSize),
 		// Two memtables: one filling, one flushing (the memory budget).
 		MemTableStopWritesThreshold: 2,
-		// Compact L0 early (reads of cold items stay cheap) and stall writes
-		// late (a burst of sets is absorbed rather than refused).
-		L0CompactionThreshold:     2,
+		// Let L0 collect a few flushes before compacting it into Lbase: with
+		// random keys every L0 compaction rewrites most of Lbase, so fewer,
+		// larger ones cut write amplification (docs/lsm-tuning.md). Stall
+		// writes late (a burst of sets is absorbed rather than refused).
+		L0CompactionThreshold:     6,
 		L0CompactionFileThreshold: 500,
 		L0StopWritesThreshold:     24,
 		LBaseMaxBytes:             64 << 20,
