@@ -72,6 +72,11 @@ type binState struct {
 	key   []byte // c.key; valid until the next request
 	vlen  int    // value bytes still unread in the body
 	resp  [binHeaderLen + 8]byte
+	// Reply parts built per request live here, not on the stack: c.w
+	// writes through an interface, so a stack array would escape (one
+	// allocation per reply; TestZeroAllocsBinary).
+	flags [4]byte // a get reply's extras
+	num   [8]byte // an incr/decr reply's value
 }
 
 var (
@@ -468,8 +473,7 @@ func (c *conn) binGet(op uint8) {
 		return
 	}
 	c.value = val[:0]
-	var flags [4]byte
-	binary.BigEndian.PutUint32(flags[:], info.Flags)
+	binary.BigEndian.PutUint32(b.flags[:], info.Flags)
 	var key []byte
 	if withKey {
 		key = b.key
@@ -478,7 +482,7 @@ func (c *conn) binGet(op uint8) {
 		val = nil
 	}
 	// Get-style hits answer even when quiet.
-	c.binFrame(b.req.opcode, statusOK, info.CAS, flags[:], key, val)
+	c.binFrame(b.req.opcode, statusOK, info.CAS, b.flags[:], key, val)
 }
 
 // binDelete answers delete/deleteq (process_bin_delete); a non-zero CAS
@@ -519,9 +523,8 @@ func (c *conn) binArith(incr bool) {
 	v, info, st := c.eng.Arith(b.key, &c.arithArgs)
 	switch st {
 	case engine.OK:
-		var out [8]byte
-		binary.BigEndian.PutUint64(out[:], v)
-		c.binRespond(statusOK, info.CAS, nil, nil, out[:])
+		binary.BigEndian.PutUint64(b.num[:], v)
+		c.binRespond(statusOK, info.CAS, nil, nil, b.num[:])
 	case engine.NotFound:
 		c.binError(statusKeyNotFound)
 	case engine.NonNumeric:

@@ -205,3 +205,38 @@ func FuzzBinaryHeader(f *testing.F) {
 		}
 	})
 }
+
+// TestZeroAllocsBinary: the binary protocol's get hit and miss, getk, set,
+// quiet get runs ended by a noop, incr and delete cost no allocation in the
+// steady state, parsing to reply, as the text and meta paths do.
+func TestZeroAllocsBinary(t *testing.T) {
+	c, l := newLoopConn(newLoopServer(t))
+	for _, tc := range []struct{ name, input, want string }{
+		{"set", "req op=set key=key:0001 value=0123456789 flags=7", "res op=set status=ok cas=1"},
+		// The set above ran 201 times: the item's CAS is 202.
+		{"get-hit", "req op=get key=key:0001", "res op=get status=ok cas=202 flags=7 value=0123456789"},
+		{"getk-hit", "req op=getk key=key:0001", ""},
+		{"get-miss", "req op=get key=nosuch:0001", ""},
+		{"getq-run", "req op=getq key=key:0001\nreq op=getkq key=nosuch\nreq op=getq key=key:0001\nreq op=noop", ""},
+		{"incr", "req op=set key=n value=1\nreq op=incr key=n delta=1", ""},
+		{"delete-miss", "req op=delete key=nosuch", ""},
+	} {
+		req, err := encodeBinaryInput(tc.input)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got, err := l.exchange(c, req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if tc.want != "" && strings.TrimSpace(renderBinaryReply(got, false)) != tc.want {
+			t.Fatalf("%s: got %q, want %q", tc.name, renderBinaryReply(got, false), tc.want)
+		}
+		if len(got) == 0 {
+			t.Fatalf("%s: no reply", tc.name)
+		}
+		if allocs := testing.AllocsPerRun(200, func() { l.exchange(c, req) }); allocs != 0 {
+			t.Errorf("%s: %v allocations per request, want 0", tc.name, allocs)
+		}
+	}
+}
