@@ -76,20 +76,35 @@ func (db *DB) find(bp *[]byte, key []byte) (where Location, v []byte, closer io.
 			db.st.hintMisses.Add(1)
 		}
 	}
-	where, err = db.locate(bp, key)
-	where.gen = gen
-	if err != nil || !where.Present {
-		return where, nil, nil, err
-	}
-	*bp = appendDataKey((*bp)[:0], where.Epoch, key)
-	v, closer, err = db.pdb.Get(*bp)
-	if errors.Is(err, pebble.ErrNotFound) {
-		// The index points at a live epoch without a record: only a
-		// concurrent delete of this key can do that.
-		return Location{Known: true, gen: gen}, nil, nil, nil
-	}
-	if err != nil {
-		return Location{}, nil, nil, fmt.Errorf("lsm: get: %w", err)
+	// k then d are two reads, not one snapshot: a commit that moves the
+	// key to a newer epoch between them deletes the record k named. A
+	// record missing where k pointed is therefore read again through k,
+	// until k names the same place twice (then the key really has no
+	// record: it was deleted, and possibly written again in the same
+	// epoch after the second read). Epochs only grow, so each retry
+	// follows a newer write; the bound only guards against a writer that
+	// moves the key on every read.
+	for attempt := 0; ; attempt++ {
+		prev := where
+		where, err = db.locate(bp, key)
+		where.gen = gen
+		if err != nil || !where.Present {
+			return where, nil, nil, err
+		}
+		if attempt > 0 && where.Epoch == prev.Epoch {
+			return Location{Known: true, gen: gen}, nil, nil, nil
+		}
+		*bp = appendDataKey((*bp)[:0], where.Epoch, key)
+		v, closer, err = db.pdb.Get(*bp)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, pebble.ErrNotFound) {
+			return Location{}, nil, nil, fmt.Errorf("lsm: get: %w", err)
+		}
+		if attempt == maxFindRetries {
+			return Location{Known: true, gen: gen}, nil, nil, nil
+		}
 	}
 	if db.hints != nil {
 		db.hints.install(key, where.Epoch, seen)
@@ -97,6 +112,9 @@ func (db *DB) find(bp *[]byte, key []byte) (where Location, v []byte, closer io.
 	where.Size = uint32(len(key) + len(v))
 	return where, v, closer, nil
 }
+
+// maxFindRetries bounds find's rereads of k after a record moved.
+const maxFindRetries = 8
 
 // locate reads the k index of key: where its record is, without its
 // exptime and size. A k entry pointing at a dead epoch is a miss and is
