@@ -36,7 +36,7 @@
 //     incr/decr, touch, gat, mg T/N, md and md I, ms I, flush_all) takes
 //     its key's stripe lock (1024 padded mutexes indexed by the low hash
 //     bits), reads the current item from RAM or else the disk, computes the
-//     result with the same rules as memory mode, assigns the CAS and a
+//     result with memory mode's rules (rules.go), assigns the CAS and a
 //     version (hlc.go: 48 bits of unix ms, 16 of logical counter, seeded
 //     above the disk's high-water mark; node = Disk.NodeID()), commits one
 //     lsm batch, then updates RAM and answers. A failed commit leaves RAM

@@ -1,8 +1,8 @@
 package engine
 
-import (
-	"strconv"
-)
+// The operations of *Engine. Each runs in memory mode under its key's
+// shard mutex, or hands over to its twin in tier_ops.go (tier.go for Get)
+// with a disk tier. Both apply the mutation rules of rules.go.
 
 // Get looks key up. On a hit it appends the value to dst (unless a.NoValue)
 // and returns the extended slice, the item's description and true; on a
@@ -25,51 +25,18 @@ func (e *Engine) Get(dst, key []byte, a *GetArgs) (value []byte, info ItemInfo, 
 	s.mu.Lock()
 	if !s.lookup(e, h, key, now, &it) {
 		// mg N: create an empty item and hand this caller the win token.
-		// memcached creates it without expiry, then applies N and T in
-		// request order: the later one sets the exptime.
 		created := false
 		if a.Vivify && len(key) <= MaxKeyLen {
-			it.hdr = header{
-				exptime: uint32(e.realtime(a.VivifyExptime, now)),
-				time:    uint32(now),
-				cas:     e.nextCAS(),
-				bits:    bitWinSent,
-			}
-			if a.Touch && !a.VivifyAfterTouch {
-				it.hdr.exptime = uint32(e.realtime(a.Exptime, now))
-			}
+			it.hdr = e.vivified(a.VivifyExptime, a.Touch && !a.VivifyAfterTouch, a.Exptime, now)
+			it.hdr.cas, it.hdr.bits = e.nextCAS(), bitWinSent
 			created = s.insert(e, h, key, &it.hdr, nil, nil, false, now)
-			if created {
-				s.mu.c.totalItems++
-			}
 		}
-		switch {
-		case a.Touch && (created || !a.Meta):
-			s.mu.c.cmdTouch++
-			if created {
-				s.mu.c.touchHits++
-			} else {
-				s.mu.c.touchMisses++
-			}
-		default:
-			s.mu.c.cmdGet++
-			if created {
-				s.mu.c.getHits++
-			} else {
-				s.mu.c.getMisses++
-			}
+		s.mu.c.add(getMissCount(a, created))
+		if created {
+			info = e.vivifyInfo(&it.hdr, now)
 		}
-		if !created {
-			s.mu.Unlock()
-			return dst, ItemInfo{}, false
-		}
-		info = e.info(&it.hdr, now)
-		info.PrevExptime, info.PrevTTL = 0, -1
-		info.WinSent = false // the token is this caller's (Win), not sent before
-		info.Win = true
-		info.Created = true
 		s.mu.Unlock()
-		return dst, info, true
+		return dst, info, created
 	}
 	info = e.hit(s, &it.hdr, a, now)
 	it.r.writeHeader(it.pos, &it.hdr)
@@ -162,22 +129,6 @@ func (e *Engine) info(hd *header, now int64) ItemInfo {
 	}
 }
 
-// MaxKeyLen is the longest key the engine stores (memcached KEY_MAX_LENGTH);
-// the protocol layer refuses longer keys before they reach the engine, and
-// a Store of one answers TooLarge.
-const MaxKeyLen = 250
-
-// sizeOK is memcached's item_size_ok for the default settings (CAS on):
-// sizeof(item) 48 + key + 1 + 4 bytes of flags when non-zero + value + 2
-// (CRLF) + 8 (CAS) must not exceed the maximum item size.
-func (e *Engine) sizeOK(nkey int, flags uint32, nvalue int) bool {
-	n := 48 + nkey + 1 + nvalue + 2 + 8
-	if flags != 0 {
-		n += 4
-	}
-	return n <= e.opts.MaxItemSize
-}
-
 // Store runs a storage command and returns its status and, on OK, the new
 // CAS of the item.
 //
@@ -200,128 +151,50 @@ func (e *Engine) Store(key, value []byte, a *StoreArgs) (Status, uint64) {
 	if e.tier != nil {
 		return e.tier.store(s, h, key, value, a, now)
 	}
+	fit, cnt, drop := e.storeFits(s, key, value, a)
 	var it item
-	n := uint64(hdrSize + len(key) + len(value))
-	if !e.sizeOK(len(key), a.Flags, len(value)) || !s.fits(n) {
-		st := TooLarge
-		s.mu.Lock()
-		if !e.sizeOK(len(key), a.Flags, len(value)) {
-			s.mu.c.tooLarge++
-		} else {
-			st = NoMemory
-			s.mu.c.outOfMemory++
-		}
-		if a.Mode == ModeSet || a.Meta {
-			if s.lookup(e, h, key, now, &it) {
-				s.unlink(&it)
-			}
-		}
-		s.mu.Unlock()
-		return st, 0
-	}
-
-	isCAS := a.Mode == ModeCAS || (a.CompareCAS && (a.Mode == ModeSet || a.Mode == ModeReplace))
-	var reqCAS uint64
-	if isCAS || a.CompareCAS {
-		reqCAS = a.CAS
-	}
-	hd := header{
-		flags:   a.Flags,
-		exptime: uint32(e.realtime(a.Exptime, now)),
-		time:    uint32(now),
-	}
-	if a.KeyBinary {
-		hd.bits = bitKeyBinary
-	}
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.mu.c.cmdSet++
-	if !s.lookup(e, h, key, now, &it) {
-		switch {
-		case isCAS:
-			s.mu.c.casMisses++
-			return NotFound, 0
-		case a.Mode == ModeSet || a.Mode == ModeAdd:
-			hd.cas = e.nextCAS()
-			if !s.insert(e, h, key, &hd, value, nil, false, now) {
-				s.mu.c.outOfMemory++
-				return NoMemory, 0
-			}
-			s.mu.c.totalItems++
-			return OK, hd.cas
-		default:
-			return NotStored, 0
+	s.mu.c.add(cnt)
+	if fit != OK {
+		if drop && s.lookup(e, h, key, now, &it) {
+			s.unlink(&it)
 		}
+		return fit, 0
 	}
-
-	const (
-		casNone = iota
-		casMatch
-		casStale
-		casBadval
-	)
-	casRes := casNone
-	switch {
-	case reqCAS == 0:
-	case reqCAS == it.hdr.cas:
-		casRes = casMatch
-	case a.Invalidate && isCAS && reqCAS < it.hdr.cas:
-		casRes = casStale
-	default:
-		casRes = casBadval
-	}
-	old := &it.hdr
-	inMain := it.r == &s.mu.main
-	hd.bits |= old.bits & bitFreqMask // an overwrite keeps the key's hotness
-
-	switch {
-	case a.Mode == ModeAdd:
-		old.time = uint32(now) // memcached do_item_update
-		it.r.writeHeader(it.pos, old)
-		return NotStored, 0
-	case isCAS:
-		switch casRes {
-		case casMatch:
-			s.mu.c.casHits++
-		case casStale:
-			s.mu.c.casHits++
-			hd.exptime = old.exptime
-			hd.bits |= bitStale | old.bits&bitWinSent
-		default:
-			s.mu.c.casBadval++
-			return Exists, 0
-		}
-	case a.Mode == ModeAppend || a.Mode == ModePrepend:
-		if casRes != casNone && casRes != casMatch {
-			return Exists, 0
-		}
-		if !e.sizeOK(len(key), old.flags, int(old.valueLen)+len(value)) || !s.fits(n+uint64(old.valueLen)) {
-			return NotStored, 0
-		}
+	found := s.lookup(e, h, key, now, &it)
+	p := e.planStore(s, key, value, a, present(found, &it.hdr), now)
+	s.mu.c.add(p.cnt)
+	v1, v2 := value, []byte(nil)
+	switch p.act {
+	case actNone:
+		return p.status, 0
+	case actTouchAdd:
+		it.hdr.time = uint32(now) // memcached do_item_update
+		it.r.writeHeader(it.pos, &it.hdr)
+		return p.status, 0
+	case actJoin:
 		// Copy the old value out: making room may overwrite it.
 		bp := e.getScratch()
-		buf := it.r.appendTo((*bp)[:0], it.valuePos(), int(old.valueLen))
-		hd.flags, hd.exptime = old.flags, old.exptime
-		// memcached builds the joined item afresh: no binary-key flag.
-		hd.bits &^= bitKeyBinary
-		s.unlink(&it)
-		hd.cas = e.nextCAS()
+		defer e.scratch.Put(bp)
+		*bp = it.r.appendTo((*bp)[:0], it.valuePos(), int(it.hdr.valueLen))
 		if a.Mode == ModeAppend {
-			s.insert(e, h, key, &hd, buf, value, inMain, now)
+			v1, v2 = *bp, value
 		} else {
-			s.insert(e, h, key, &hd, value, buf, inMain, now)
+			v2 = *bp
 		}
-		s.mu.c.totalItems++
-		*bp = buf
-		e.scratch.Put(bp)
-		return OK, hd.cas
 	}
-	s.unlink(&it)
-	hd.cas = e.nextCAS()
-	s.insert(e, h, key, &hd, value, nil, inMain, now)
-	s.mu.c.totalItems++
-	return OK, hd.cas
+	inMain := found && it.r == &s.mu.main
+	if found {
+		s.unlink(&it)
+	}
+	p.hd.cas = e.nextCAS()
+	if !s.insert(e, h, key, &p.hd, v1, v2, inMain, now) { // only a new item can fail
+		s.mu.c.add(cntOutOfMemory)
+		return NoMemory, 0
+	}
+	s.mu.c.add(p.done)
+	return OK, p.hd.cas
 }
 
 func (e *Engine) getScratch() *[]byte {
@@ -350,131 +223,41 @@ func (e *Engine) Arith(key []byte, a *ArithArgs) (uint64, ItemInfo, Status) {
 	var it item
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.lookup(e, h, key, now, &it) {
-		if !a.Vivify || len(key) > MaxKeyLen {
-			if a.Incr {
-				s.mu.c.incrMisses++
-			} else {
-				s.mu.c.decrMisses++
-			}
-			return 0, ItemInfo{}, NotFound
-		}
-		// ma N: memcached adds the item without expiry, then applies N and
-		// T in request order: the later one sets the exptime.
-		var db [20]byte
-		digits := strconv.AppendUint(db[:0], a.Initial, 10)
-		it.hdr = header{
-			exptime: uint32(e.realtime(a.VivifyExptime, now)),
-			time:    uint32(now),
-			cas:     e.nextCAS(),
-		}
-		if a.Touch && !a.VivifyAfterTouch {
-			it.hdr.exptime = uint32(e.realtime(a.Exptime, now))
-		}
-		if !s.insert(e, h, key, &it.hdr, digits, nil, false, now) {
-			return 0, ItemInfo{}, NoMemory
-		}
-		s.mu.c.totalItems++
-		info := e.info(&it.hdr, now)
-		info.PrevExptime, info.PrevTTL = 0, -1
-		info.Created = true
-		return a.Initial, info, OK
-	}
-	hd := &it.hdr
-	if hd.valueLen == 0 {
-		return 0, ItemInfo{}, NonNumeric
-	}
-	if a.CompareCAS && a.CAS != 0 && a.CAS != hd.cas {
-		return 0, ItemInfo{}, Exists
-	}
-	v, ok := parseUint(it.r, it.valuePos(), int(hd.valueLen))
-	if !ok {
-		return 0, ItemInfo{}, NonNumeric
-	}
-	if a.Incr {
-		v += a.Delta
-		s.mu.c.incrHits++
-	} else {
-		v -= min(a.Delta, v)
-		s.mu.c.decrHits++
+	found := s.lookup(e, h, key, now, &it)
+	var v uint64
+	numeric := false
+	if found {
+		v, numeric = parseUint(it.r, it.valuePos(), int(it.hdr.valueLen))
 	}
 	var db [20]byte
-	digits := strconv.AppendUint(db[:0], v, 10)
-	hd.cas = e.nextCAS()
-	prevExptime, prevTTL := e.abs(int64(hd.exptime)), ttl(hd.exptime, now)
-	if a.Touch {
-		hd.exptime = uint32(e.realtime(a.Exptime, now))
+	p := e.planArith(key, a, present(found, &it.hdr), v, numeric, now, &db)
+	s.mu.c.add(p.cnt)
+	if p.act == actNone {
+		return 0, ItemInfo{}, p.status
 	}
-	if len(digits) <= int(hd.valueLen) {
+	p.hd.cas = e.nextCAS()
+	if p.act == actUpdate {
 		vp := it.valuePos()
-		it.r.write(vp, digits)
-		it.r.fill(vp+uint64(len(digits)), int(hd.valueLen)-len(digits), ' ')
-		hd.time = uint32(now) // memcached do_item_update
-		it.r.writeHeader(it.pos, hd)
-		info := e.info(hd, now)
-		info.PrevExptime, info.PrevTTL = prevExptime, prevTTL
-		return v, info, OK
+		it.r.write(vp, p.digits)
+		it.r.fill(vp+uint64(len(p.digits)), int(p.hd.valueLen)-len(p.digits), ' ')
+		it.r.writeHeader(it.pos, &p.hd)
+	} else {
+		inMain := found && it.r == &s.mu.main
+		if found {
+			s.unlink(&it)
+		}
+		if !s.insert(e, h, key, &p.hd, p.digits, nil, inMain, now) { // only ma N can fail
+			return 0, ItemInfo{}, NoMemory
+		}
 	}
-	// A longer number makes a new item (memcached do_add_delta), which
-	// keeps flags and expiry but not the binary-key flag.
-	inMain := it.r == &s.mu.main
-	nh := header{flags: hd.flags, exptime: hd.exptime, time: uint32(now), cas: hd.cas, bits: hd.bits & bitFreqMask}
-	s.unlink(&it)
-	s.insert(e, h, key, &nh, digits, nil, inMain, now) // cannot fail after unlink
-	s.mu.c.totalItems++
-	info := e.info(&nh, now)
-	info.PrevExptime, info.PrevTTL = prevExptime, prevTTL
-	return v, info, OK
+	s.mu.c.add(p.done)
+	return p.v, e.arithInfo(&p, now), OK
 }
 
 // parseUint reads a uint64 from the n value bytes at pos like memcached's
 // safe_strtoull over the value followed by "\r\n".
 func parseUint(r *ring, pos uint64, n int) (uint64, bool) {
 	return parseDecimal(n, func(i int) byte { return r.at(pos + uint64(i)) })
-}
-
-// parseDecimal is safe_strtoull over the n bytes that at returns.
-func parseDecimal(n int, at func(int) byte) (uint64, bool) {
-	isSpace := func(b byte) bool { return b == ' ' || (b >= '\t' && b <= '\r') }
-	i := 0
-	for i < n && isSpace(at(i)) {
-		i++
-	}
-	if i == n {
-		return 0, false // strtoull would read past the value; treat as junk
-	}
-	neg := false
-	if b := at(i); b == '+' || b == '-' {
-		neg = b == '-'
-		i++
-	}
-	start := i
-	var v uint64
-	for i < n && at(i) >= '0' && at(i) <= '9' {
-		d := uint64(at(i) - '0')
-		if v > (1<<64-1-d)/10 {
-			return 0, false // ERANGE
-		}
-		v = v*10 + d
-		i++
-	}
-	if i == start {
-		return 0, false
-	}
-	if i < n && !isSpace(at(i)) && at(i) != 0 {
-		return 0, false
-	}
-	if neg {
-		v = -v
-	}
-	if int64(v) < 0 {
-		for j := 0; j < n; j++ {
-			if at(j) == '-' {
-				return 0, false
-			}
-		}
-	}
-	return v, true
 }
 
 // Delete removes key (delete, md). With a.CompareCAS a different CAS answers
@@ -490,26 +273,16 @@ func (e *Engine) Delete(key []byte, a *DeleteArgs) Status {
 	var it item
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.lookup(e, h, key, now, &it) {
-		s.mu.c.deleteMisses++
-		return NotFound
+	p := e.planDelete(a, present(s.lookup(e, h, key, now, &it), &it.hdr), now)
+	s.mu.c.add(p.cnt | p.done)
+	switch p.act {
+	case actUpdate:
+		p.hd.cas = e.nextCAS()
+		it.r.writeHeader(it.pos, &p.hd)
+	case actUnlink:
+		s.unlink(&it)
 	}
-	if a.CompareCAS && a.CAS != it.hdr.cas {
-		s.mu.c.deleteMisses++
-		return Exists
-	}
-	if a.Invalidate {
-		if a.Touch {
-			it.hdr.exptime = uint32(e.realtime(a.Exptime, now))
-		}
-		it.hdr.bits = it.hdr.bits&^bitWinSent | bitStale
-		it.hdr.cas = e.nextCAS()
-		it.r.writeHeader(it.pos, &it.hdr)
-		return OK
-	}
-	s.mu.c.deleteHits++
-	s.unlink(&it)
-	return OK
+	return p.status
 }
 
 // Touch sets the exptime of key (raw memcached exptime) without changing its
@@ -523,14 +296,10 @@ func (e *Engine) Touch(key []byte, exptime int64) Status {
 	var it item
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.mu.c.cmdTouch++
-	if !s.lookup(e, h, key, now, &it) {
-		s.mu.c.touchMisses++
-		return NotFound
+	p := e.planTouch(present(s.lookup(e, h, key, now, &it), &it.hdr), exptime, now)
+	s.mu.c.add(p.cnt | p.done)
+	if p.act == actUpdate {
+		it.r.writeHeader(it.pos, &p.hd)
 	}
-	s.mu.c.touchHits++
-	bump(&it.hdr, now)
-	it.hdr.exptime = uint32(e.realtime(exptime, now))
-	it.r.writeHeader(it.pos, &it.hdr)
-	return OK
+	return p.status
 }

@@ -13,9 +13,9 @@ import (
 // the system of record.
 //
 // Write path: take the key's stripe lock; read the current item (RAM, else
-// disk); compute the new item with the same memcached rules as memory mode;
-// assign CAS and version; commit one lsm batch; only then update the RAM
-// tier; release the stripe lock; answer. A failed commit leaves RAM as it
+// disk); compute the new item with the memcached rules memory mode uses
+// (rules.go); assign CAS and version; commit one lsm batch; only then
+// update the RAM tier; release the stripe lock; answer (tier_ops.go). A failed commit leaves RAM as it
 // was and answers DiskFull or DiskError.
 //
 // Read path: a RAM hit is served as in memory mode, under the shard lock
@@ -356,12 +356,12 @@ func (t *tier) logErr(msg string, err error) {
 	}
 }
 
-// install makes hd with value v1+v2 the RAM copy of key after a commit
-// (where: the new record's location), replacing any copy there. When the
-// record cannot be placed the key simply has no RAM copy: the disk has it.
-func (t *tier) install(s *shard, h uint64, key []byte, hd *header, v1, v2 []byte, where lsm.Location, toMain bool, now int64) {
+// install makes hd with value the RAM copy of key after a commit (where:
+// the new record's location), replacing any copy there. When the record
+// cannot be placed the key simply has no RAM copy: the disk has it.
+func (t *tier) install(s *shard, h uint64, key []byte, hd *header, value []byte, where lsm.Location, toMain bool, now int64) {
 	setLocation(hd, where)
-	hd.keyLen, hd.valueLen = uint8(len(key)), uint32(len(v1)+len(v2))
+	hd.keyLen, hd.valueLen = uint8(len(key)), uint32(len(value))
 	n := hd.size()
 	var it item
 	s.mu.Lock()
@@ -370,7 +370,7 @@ func (t *tier) install(s *shard, h uint64, key []byte, hd *header, v1, v2 []byte
 		s.unlink(&it)
 	}
 	if s.fits(n) {
-		s.insert(t.e, h, key, hd, v1, v2, toMain, now)
+		s.insert(t.e, h, key, hd, value, nil, toMain, now)
 	}
 	s.mu.Unlock()
 }
@@ -425,28 +425,17 @@ func (t *tier) get(s *shard, h uint64, dst, key []byte, a *GetArgs, now int64) (
 // getLocked is the stripe-locked part of get.
 func (t *tier) getLocked(st *stripe, s *shard, h uint64, dst, key []byte, a *GetArgs, now int64) ([]byte, ItemInfo, bool) {
 	e := t.e
-	bp, buf := t.scratch()
-	defer func() { t.release(bp, buf) }()
-	c, err := t.current(s, h, key, now, readValue, buf)
-	if c.value != nil {
-		buf = c.value[:0]
+	var x txn // st: the caller's
+	defer t.end(&x)
+	if t.read(&x, s, h, key, now, readValue) != OK {
+		t.logErr("engine: disk read failed", x.err)
 	}
-	if err != nil {
-		t.logErr("engine: disk read failed", err)
-	}
+	c := &x.c
 	if !c.found {
-		if a.Vivify && len(key) <= MaxKeyLen && err == nil {
-			return t.vivify(st, s, h, dst, key, a, &c, now)
+		if a.Vivify && len(key) <= MaxKeyLen && x.err == nil {
+			return t.vivify(st, s, h, dst, key, a, c, now)
 		}
-		s.mu.Lock()
-		if a.Touch && !a.Meta {
-			s.mu.c.cmdTouch++
-			s.mu.c.touchMisses++
-		} else {
-			s.mu.c.cmdGet++
-			s.mu.c.getMisses++
-		}
-		s.mu.Unlock()
+		s.count(getMissCount(a, false))
 		return dst, ItemInfo{}, false
 	}
 	if a.Touch {
@@ -456,10 +445,7 @@ func (t *tier) getLocked(st *stripe, s *shard, h uint64, dst, key []byte, a *Get
 		nh.exptime = uint32(e.realtime(a.Exptime, now))
 		where, status := t.put(st, key, &nh, c.value, c.where)
 		if status != OK {
-			s.mu.Lock()
-			s.mu.c.cmdTouch++
-			s.mu.c.touchMisses++
-			s.mu.Unlock()
+			s.count(cntCmdTouch | cntTouchMisses)
 			return dst, ItemInfo{}, false // the touch did not happen
 		}
 		setLocation(&c.hd, where)
@@ -494,47 +480,19 @@ func (t *tier) getLocked(st *stripe, s *shard, h uint64, dst, key []byte, a *Get
 // win token.
 func (t *tier) vivify(st *stripe, s *shard, h uint64, dst, key []byte, a *GetArgs, c *current, now int64) ([]byte, ItemInfo, bool) {
 	e := t.e
-	hd := header{
-		exptime: uint32(e.realtime(a.VivifyExptime, now)),
-		time:    uint32(now),
-		cas:     e.nextCAS(),
-		bits:    bitWinSent,
-	}
-	if a.Touch && !a.VivifyAfterTouch {
-		hd.exptime = uint32(e.realtime(a.Exptime, now))
-	}
+	hd := e.vivified(a.VivifyExptime, a.Touch && !a.VivifyAfterTouch, a.Exptime, now)
+	hd.cas, hd.bits = e.nextCAS(), bitWinSent
 	where, status := t.put(st, key, &hd, nil, c.where)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	created := status == OK
-	if a.Touch && (created || !a.Meta) {
-		s.mu.c.cmdTouch++
-		if created {
-			s.mu.c.touchHits++
-		} else {
-			s.mu.c.touchMisses++
-		}
-	} else {
-		s.mu.c.cmdGet++
-		if created {
-			s.mu.c.getHits++
-		} else {
-			s.mu.c.getMisses++
-		}
-	}
-	if !created {
+	s.mu.c.add(getMissCount(a, status == OK))
+	if status != OK {
 		return dst, ItemInfo{}, false
 	}
-	s.mu.c.totalItems++
 	setLocation(&hd, where)
 	hd.keyLen = uint8(len(key))
 	if s.fits(hd.size()) {
 		s.insert(e, h, key, &hd, nil, nil, false, now)
 	}
-	info := e.info(&hd, now)
-	info.PrevExptime, info.PrevTTL = 0, -1
-	info.WinSent = false
-	info.Win = true
-	info.Created = true
-	return dst, info, true
+	return dst, e.vivifyInfo(&hd, now), true
 }
