@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -154,19 +155,20 @@ func (db *DB) dropOldest(excess int64) {
 
 // sweep deletes expired records through the x index, up to now, in chunks.
 func (db *DB) sweep(now int64) {
-	deadline := time.Now().Add(passBudget)
 	upper := binary.BigEndian.AppendUint64([]byte{prefixExp}, uint64(now)+1)
+	db.sweepIndex(prefixExp, upper, time.Now().Add(passBudget), &db.st.swept)
+}
+
+// sweepIndex walks the x or t index (prefix) below upper in chunks until
+// deadline, deleting each entry and, while the entry names the key's
+// current record, that record too (deleteChunk); n counts the records.
+func (db *DB) sweepIndex(prefix byte, upper []byte, deadline time.Time, n *atomic.Uint64) {
 	for time.Now().Before(deadline) {
-		keys, err := db.scan([]byte{prefixExp}, upper, chunkSize)
+		keys, err := db.scan([]byte{prefix}, upper, chunkSize)
 		if err != nil || len(keys) == 0 {
 			return
 		}
-		// An x entry is acted on only while it names the key's current
-		// record; otherwise the entry alone is stale and goes.
-		db.deleteChunk(keys, func(k []byte, where Location) bool {
-			exptime, epoch, _, _ := parseExpKey(k)
-			return !where.Tombstone && where.Epoch == epoch && where.Exptime == exptime
-		}, &db.st.swept)
+		db.deleteChunk(keys, prefix == prefixTomb, n)
 		if len(keys) < chunkSize {
 			return
 		}
@@ -401,26 +403,14 @@ func (db *DB) sweepTombstones(now time.Time) {
 		}
 	}
 	upper := binary.BigEndian.AppendUint64([]byte{prefixTomb}, uint64(max(cut, 0)))
-	deadline := time.Now().Add(passBudget)
-	for time.Now().Before(deadline) {
-		keys, err := db.scan([]byte{prefixTomb}, upper, chunkSize)
-		if err != nil || len(keys) == 0 {
-			return
-		}
-		db.deleteChunk(keys, func(k []byte, where Location) bool {
-			when, epoch, _, _ := parseExpKey(k)
-			return where.Tombstone && where.Epoch == epoch && where.Exptime == when
-		}, &db.st.tombSwept)
-		if len(keys) < chunkSize {
-			return
-		}
-	}
+	db.sweepIndex(prefixTomb, upper, time.Now().Add(passBudget), &db.st.tombSwept)
 }
 
-// deleteChunk deletes, under the commit mutex, the index keys ikeys (x or
-// t keys) and the records they name when current(ikey, where) says the
-// key's current record is the one indexed; n counts the records deleted.
-func (db *DB) deleteChunk(ikeys [][]byte, current func(ikey []byte, where Location) bool, n interface{ Add(uint64) uint64 }) {
+// deleteChunk deletes, under the commit mutex, the index keys ikeys (x
+// keys of items, or t keys of tombstones) and the records they name while
+// the key's current record is the one indexed (same kind, epoch and time);
+// otherwise the entry alone is stale and goes. n counts the records.
+func (db *DB) deleteChunk(ikeys [][]byte, tombstones bool, n *atomic.Uint64) {
 	pb := db.pdb.NewBatch()
 	defer pb.Close()
 	var deltas []epochDelta
@@ -429,13 +419,13 @@ func (db *DB) deleteChunk(ikeys [][]byte, current func(ikey []byte, where Locati
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	for _, ik := range ikeys {
-		_, epoch, key, ok := parseExpKey(ik)
+		when, epoch, key, ok := parseExpKey(ik)
 		_ = pb.Delete(ik, nil)
 		if !ok || !db.mu.epochs.live(epoch) {
 			continue
 		}
 		where, err := db.lookupOpen(key)
-		if err != nil || !where.Present || !current(ik, where) {
+		if err != nil || !where.Present || where.Tombstone != tombstones || where.Epoch != epoch || where.Exptime != when {
 			continue
 		}
 		scr = appendDataKey(scr[:0], epoch, key)
