@@ -188,11 +188,7 @@ func runBench(c *cobra.Command, _ []string) error {
 	}
 	rep, err := bench.Run(c.Context(), o)
 	if err != nil {
-		code := exitRuntime
-		if errors.Is(err, bench.ErrInvalidOptions) {
-			code = exitUsage
-		}
-		return &exitError{code: code, err: err}
+		return benchError(err)
 	}
 	if err := bench.WriteText(c.OutOrStdout(), rep, o.HideHistogram); err != nil {
 		return &exitError{code: exitRuntime, err: err}
@@ -296,11 +292,7 @@ func runBenchCompare(c *cobra.Command, _ []string) error {
 	runtime.GOMAXPROCS(benchThreads)
 	cmp, err := bench.Compare(c.Context(), o)
 	if err != nil {
-		code := exitRuntime
-		if errors.Is(err, bench.ErrInvalidOptions) {
-			code = exitUsage
-		}
-		return &exitError{code: code, err: err}
+		return benchError(err)
 	}
 	fmt.Fprint(c.OutOrStdout(), cmp.MarkdownTable())
 	if out == "" {
@@ -335,4 +327,14 @@ func commandLine() string {
 		args = append(args, a)
 	}
 	return strings.Join(args, " ")
+}
+
+// benchError maps an error of bench.Run or bench.Compare to an exit code:
+// refused options are a usage error, anything else a runtime one.
+func benchError(err error) error {
+	code := exitRuntime
+	if errors.Is(err, bench.ErrInvalidOptions) {
+		code = exitUsage
+	}
+	return &exitError{code: code, err: err}
 }
