@@ -150,3 +150,27 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.mu.b.String()
 }
+
+// Server is a memcached-compatible server process started by StartServer
+// on 127.0.0.1, for tools beside Compare (bench/memreport).
+type Server struct{ p *process }
+
+// StartServer starts path with args plus "-l 127.0.0.1 -p <free port>",
+// waits up to wait until it accepts connections, and returns it; Stop it
+// when done. name labels its errors.
+func StartServer(ctx context.Context, name, path string, args []string, wait time.Duration) (*Server, error) {
+	p, err := startProcess(ctx, name, path, args, wait)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{p}, nil
+}
+
+// Addr is the server's host:port.
+func (s *Server) Addr() string { return s.p.addr }
+
+// Pid is the server's process id.
+func (s *Server) Pid() int { return s.p.cmd.Process.Pid }
+
+// Stop sends SIGTERM, then SIGKILL after 10 s, and waits for the exit.
+func (s *Server) Stop() { s.p.stop() }

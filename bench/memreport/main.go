@@ -31,7 +31,6 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,11 +161,12 @@ func run(ctx context.Context, c config) error {
 // measure starts one server, loads it, verifies it and reads its figures.
 func measure(ctx context.Context, c config, name, path string, args []string) (result, error) {
 	r := result{server: name, heapInuse: -1, heapObjects: -1}
-	proc, addr, err := startServer(ctx, path, args, c.startupWait)
+	proc, err := bench.StartServer(ctx, name, path, args, c.startupWait)
 	if err != nil {
 		return r, err
 	}
-	defer proc.stop()
+	defer proc.Stop()
+	addr := proc.Addr()
 
 	// Baseline: one connection in, nothing stored.
 	st, err := bench.ServerStats(addr)
@@ -177,7 +177,7 @@ func measure(ctx context.Context, c config, name, path string, args []string) (r
 	if v := st["tcache_version"]; v != "" {
 		r.version = v + " (protocol " + st["version"] + ")"
 	}
-	if r.rssBefore, err = vmRSS(proc.cmd.Process.Pid); err != nil {
+	if r.rssBefore, err = vmRSS(proc.Pid()); err != nil {
 		return r, err
 	}
 
@@ -207,86 +207,10 @@ func measure(ctx context.Context, c config, name, path string, args []string) (r
 	if v, ok := st["tcache_go_heap_objects"]; ok {
 		r.heapObjects, _ = strconv.ParseInt(v, 10, 64)
 	}
-	if r.rssAfter, err = vmRSS(proc.cmd.Process.Pid); err != nil {
+	if r.rssAfter, err = vmRSS(proc.Pid()); err != nil {
 		return r, err
 	}
 	return r, nil
-}
-
-// serverProcess is a started server, stopped by its PID.
-type serverProcess struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-}
-
-// stop sends SIGTERM, then SIGKILL after 5 s, and waits for the exit. It may
-// be called more than once.
-func (p *serverProcess) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// startServer starts path with args plus -l 127.0.0.1 -p <free port> and
-// waits until it accepts connections.
-func startServer(ctx context.Context, path string, args []string, wait time.Duration) (*serverProcess, string, error) {
-	var lastErr error
-	for range 3 { // the probed port can be taken before the server binds it
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, "", err
-		}
-		port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-		l.Close()
-		addr := net.JoinHostPort("127.0.0.1", port)
-
-		cmd := exec.Command(path, append([]string{"-l", "127.0.0.1", "-p", port}, args...)...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			return nil, "", err
-		}
-		p := &serverProcess{cmd: cmd, done: make(chan struct{})}
-		go func() {
-			_ = cmd.Wait()
-			close(p.done)
-		}()
-		go func() { // an interrupted run leaves no server behind
-			select {
-			case <-ctx.Done():
-				p.stop()
-			case <-p.done:
-			}
-		}()
-		deadline := time.Now().Add(wait)
-		for {
-			conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-			if err == nil {
-				conn.Close()
-				return p, addr, nil
-			}
-			exited := false
-			select {
-			case <-p.done:
-				exited = true
-			case <-ctx.Done():
-			case <-time.After(20 * time.Millisecond):
-			}
-			if exited || time.Now().After(deadline) || ctx.Err() != nil {
-				p.stop()
-				lastErr = fmt.Errorf("%s did not listen on %s: %v; stderr: %s", path, addr, err, stderr.Bytes())
-				break
-			}
-		}
-		if ctx.Err() != nil {
-			return nil, "", ctx.Err()
-		}
-	}
-	return nil, "", lastErr
 }
 
 // key and value are the loaded data: value(i) is derived from i so that
@@ -513,29 +437,10 @@ func formatSection(c config, rs []result, table string) string {
 	if c.note != "" {
 		b.WriteString("\n**Note:** " + c.note + "\n")
 	}
-	b.WriteString("\nMachine: " + machine() + "\n\n")
+	b.WriteString("\nMachine: " + bench.Machine() + " (memreport and tcache built with it)\n\n")
 	b.WriteString("Command (from the repository root):\n\n```\n" + commandLine() + "\n```\n")
 	b.WriteString(endMarker + "\n")
 	return b.String()
-}
-
-// machine describes where the numbers were taken.
-func machine() string {
-	model := "unknown CPU"
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.Lines(string(data)) {
-			if rest, ok := strings.CutPrefix(line, "model name"); ok {
-				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest), ":"))
-				break
-			}
-		}
-	}
-	mem := "?"
-	if n, err := procField("/proc/meminfo", "MemTotal:"); err == nil {
-		mem = strconv.FormatFloat(float64(n)/(1<<30), 'f', 1, 64) + " GiB"
-	}
-	return fmt.Sprintf("%d cores (%s), %s RAM, %s/%s, %s (memreport and tcache built with it)",
-		runtime.NumCPU(), model, mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
 }
 
 func commandLine() string {
