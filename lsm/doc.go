@@ -124,4 +124,12 @@
 // for sync durability, whose fsync is awaited after the mutex is released
 // so concurrent commits share fsyncs). Maintenance works in bounded chunks
 // under the same mutex. Reads take no mutex.
+//
+// # Journal (journal.go; not used by DB yet)
+//
+// Step 1 of the next data path (docs/disk-tier-next.md): append-only
+// segment files of frames (seq, key, record, CRC-32C), read back by
+// location, with shared fdatasyncs and torn-tail handling at open. Step 2
+// moves the records of local puts there and keeps only their locations
+// in Pebble.
 package lsm

@@ -1,0 +1,405 @@
+package lsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+)
+
+func openTestJournal(t *testing.T, fs vfs.FS) *journal {
+	t.Helper()
+	j, err := openJournal(fs, "/j")
+	if err != nil {
+		t.Fatalf("open journal: %v", err)
+	}
+	return j
+}
+
+type journalEntry struct {
+	loc      JournalLoc
+	seq      uint64
+	key, rec []byte
+}
+
+// appendEntries appends n frames with values of varied sizes (some larger
+// than the write chunk) and returns them.
+func appendEntries(t *testing.T, j *journal, first uint64, n int) []journalEntry {
+	t.Helper()
+	var out []journalEntry
+	for i := range n {
+		seq := first + uint64(i)
+		size := (i * 997) % 5000
+		if i%50 == 7 {
+			size = journalWriteChunk + 100 // forces a write inside Append
+		}
+		e := journalEntry{seq: seq, key: fmt.Appendf(nil, "key-%d", seq), rec: randomValue(fmt.Sprint(seq), size)}
+		loc, err := j.Append(e.seq, e.key, e.rec)
+		if err != nil {
+			t.Fatalf("append %d: %v", seq, err)
+		}
+		e.loc = loc
+		out = append(out, e)
+	}
+	return out
+}
+
+func checkEntries(t *testing.T, j *journal, es []journalEntry) {
+	t.Helper()
+	var buf []byte
+	for _, e := range es {
+		var fr journalFrame
+		var err error
+		fr, buf, err = j.Read(buf, e.loc)
+		if err != nil {
+			t.Fatalf("read %+v: %v", e.loc, err)
+		}
+		if fr.Seq != e.seq || !bytes.Equal(fr.Key, e.key) || !bytes.Equal(fr.Record, e.rec) {
+			t.Fatalf("read %+v: seq %d key %q (%d record bytes), want %d %q (%d)", e.loc, fr.Seq, fr.Key, len(fr.Record), e.seq, e.key, len(e.rec))
+		}
+	}
+}
+
+func TestJournalRoundTrip(t *testing.T) {
+	fs := vfs.NewMem()
+	j := openTestJournal(t, fs)
+	es := appendEntries(t, j, 1, 300)
+	end, err := j.Write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.SyncTo(end); err != nil {
+		t.Fatal(err)
+	}
+	checkEntries(t, j, es)
+
+	// Scan yields the same frames, in order, and ends at the written end.
+	i := 0
+	got, err := j.Scan(j.Segment(), func(loc JournalLoc, fr journalFrame) bool {
+		if loc != es[i].loc || fr.Seq != es[i].seq || !bytes.Equal(fr.Record, es[i].rec) {
+			t.Fatalf("scan frame %d: %+v seq %d, want %+v seq %d", i, loc, fr.Seq, es[i].loc, es[i].seq)
+		}
+		i++
+		return true
+	})
+	if err != nil || got != end || i != len(es) {
+		t.Fatalf("scan: end %d err %v after %d frames, want %d, nil, %d", got, err, i, end, len(es))
+	}
+
+	// Reopen: the clean segment is appended to, and everything reads back.
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j = openTestJournal(t, fs)
+	defer j.Close()
+	if j.Segment() != 1 {
+		t.Fatalf("reopened at segment %d, want 1 (clean tail)", j.Segment())
+	}
+	more := appendEntries(t, j, 301, 20)
+	if _, err := j.Write(); err != nil {
+		t.Fatal(err)
+	}
+	if more[0].loc.Off != end {
+		t.Fatalf("append after reopen at %d, want %d", more[0].loc.Off, end)
+	}
+	checkEntries(t, j, append(es, more...))
+}
+
+// A crash can leave a frame cut short, or bytes that were never a frame:
+// the segment is kept as it is (every frame before the damage reads back),
+// and appends go to a new segment.
+func TestJournalTornTail(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tail func(frame []byte) []byte
+	}{
+		{"cut frame", func(f []byte) []byte { return f[:len(f)/2] }},
+		{"zeros", func([]byte) []byte { return make([]byte, 4096) }},
+		{"bad checksum", func(f []byte) []byte { g := bytes.Clone(f); g[len(g)-1] ^= 1; return g }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			j := openTestJournal(t, fs)
+			es := appendEntries(t, j, 1, 40)
+			if err := j.Close(); err != nil {
+				t.Fatal(err)
+			}
+			f, err := fs.OpenReadWrite("/j/"+segmentName(1), vfs.WriteCategoryUnspecified)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := f.Stat()
+			tail := tc.tail(appendFrame(nil, 99, []byte("torn"), randomValue("t", 300)))
+			if _, err := f.WriteAt(tail, st.Size()); err != nil {
+				t.Fatal(err)
+			}
+			_ = f.Close()
+
+			j = openTestJournal(t, fs)
+			defer j.Close()
+			if j.Segment() != 2 {
+				t.Fatalf("open segment %d after a torn tail, want a new one (2)", j.Segment())
+			}
+			checkEntries(t, j, es)
+			end, err := j.Scan(1, func(JournalLoc, journalFrame) bool { return true })
+			if !errors.Is(err, ErrCorrupt) || end != st.Size() {
+				t.Fatalf("scan of the torn segment: end %d, %v; want %d and ErrCorrupt", end, err, st.Size())
+			}
+			more := appendEntries(t, j, 41, 5)
+			if _, err := j.Write(); err != nil {
+				t.Fatal(err)
+			}
+			checkEntries(t, j, more)
+		})
+	}
+}
+
+func TestJournalReadChecks(t *testing.T) {
+	fs := vfs.NewMem()
+	j := openTestJournal(t, fs)
+	defer j.Close()
+	es := appendEntries(t, j, 1, 3)
+	// Appended but not written: past the end of the file.
+	if _, _, err := j.Read(nil, es[2].loc); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read of an unwritten frame: %v, want ErrCorrupt", err)
+	}
+	if _, err := j.Write(); err != nil {
+		t.Fatal(err)
+	}
+	for _, loc := range []JournalLoc{
+		{Segment: 1, Off: es[0].loc.Off + 1, Len: es[0].loc.Len}, // not at a frame
+		{Segment: 1, Off: es[0].loc.Off, Len: es[0].loc.Len + 1}, // wrong length
+		{Segment: 1, Off: 0, Len: 100},                           // the header
+		{Segment: 1, Off: es[1].loc.Off, Len: 3},                 // too short
+	} {
+		if _, _, err := j.Read(nil, loc); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("read %+v: %v, want ErrCorrupt", loc, err)
+		}
+	}
+	if _, _, err := j.Read(nil, JournalLoc{Segment: 9, Off: 16, Len: 20}); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("read of a missing segment: %v, want ErrNotExist", err)
+	}
+}
+
+func TestJournalRollRemove(t *testing.T) {
+	fs := vfs.NewMem()
+	j := openTestJournal(t, fs)
+	defer j.Close()
+	first := appendEntries(t, j, 1, 10)
+	if err := j.Roll(5); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Roll(5); err == nil {
+		t.Fatal("roll to the same segment accepted")
+	}
+	second := appendEntries(t, j, 11, 10)
+	if _, err := j.Write(); err != nil {
+		t.Fatal(err)
+	}
+	checkEntries(t, j, append(first, second...))
+	if err := j.Remove(5); err == nil {
+		t.Fatal("removing the open segment accepted")
+	}
+	if err := j.Remove(1); err != nil {
+		t.Fatal(err)
+	}
+	if got := j.Segments(); len(got) != 1 || got[0] != 5 {
+		t.Fatalf("segments %v, want [5]", got)
+	}
+	if _, _, err := j.Read(nil, first[0].loc); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("read from a removed segment: %v", err)
+	}
+	if _, err := fs.Stat("/j/" + segmentName(1)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("removed segment still on disk: %v", err)
+	}
+	checkEntries(t, j, second)
+}
+
+// Reads racing with Remove either read the frame or get ErrNotExist,
+// never another file's bytes (run with -race).
+func TestJournalRemoveWhileReading(t *testing.T) {
+	fs := vfs.NewMem()
+	j := openTestJournal(t, fs)
+	defer j.Close()
+	es := appendEntries(t, j, 1, 50)
+	if err := j.Roll(2); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var bad atomic.Value
+	for r := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for i := range 500 {
+				e := es[(i*7+r)%len(es)]
+				fr, b, err := j.Read(buf, e.loc)
+				buf = b
+				switch {
+				case errors.Is(err, os.ErrNotExist):
+					return
+				case err != nil:
+					bad.Store(err)
+					return
+				case !bytes.Equal(fr.Record, e.rec):
+					bad.Store(fmt.Errorf("frame %d read wrong bytes", e.seq))
+					return
+				}
+			}
+		}()
+	}
+	if err := j.Remove(1); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if err, _ := bad.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Concurrent SyncTo callers share fdatasyncs: N waiters behind one sync
+// need far fewer than N syncs, and each returns only once its end is
+// durable.
+func TestJournalSharedSync(t *testing.T) {
+	var syncs atomic.Int64
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpFileSyncData {
+			syncs.Add(1)
+			time.Sleep(time.Millisecond) // a disk's fsync: writers pile up behind it
+		}
+		return nil
+	}))
+	j := openTestJournal(t, fs)
+	defer j.Close()
+	before := syncs.Load()
+	var mu sync.Mutex // the commit mutex: appends and writes are serialized
+	var wg sync.WaitGroup
+	const writers, each = 8, 50
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				mu.Lock()
+				_, err := j.Append(uint64(w*each+i), []byte("k"), []byte("v"))
+				var end int64
+				if err == nil {
+					end, err = j.Write()
+				}
+				mu.Unlock()
+				if err == nil {
+					err = j.SyncTo(end)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if s := j.w.Load().synced.Load(); s < end {
+					t.Errorf("SyncTo(%d) returned with %d synced", end, s)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	n := syncs.Load() - before
+	if n >= writers*each {
+		t.Fatalf("%d fsyncs for %d synced appends", n, writers*each)
+	}
+	t.Logf("%d fsyncs for %d synced appends by %d writers", n, writers*each, writers)
+}
+
+// A failed write or sync is sticky: appends stop, and nothing written
+// before the failure is damaged.
+func TestJournalWriteErrors(t *testing.T) {
+	for _, fault := range []struct {
+		name  string
+		kinds []errorfs.OpKind
+	}{
+		{"write", []errorfs.OpKind{errorfs.OpFileWrite, errorfs.OpFileWriteAt}},
+		{"sync", []errorfs.OpKind{errorfs.OpFileSync, errorfs.OpFileSyncData}},
+	} {
+		t.Run(fault.name, func(t *testing.T) {
+			var on atomic.Bool
+			mem := vfs.NewMem()
+			fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if on.Load() && slices.Contains(fault.kinds, op.Kind) {
+					return errors.New("injected: no space left on device")
+				}
+				return nil
+			}))
+			j := openTestJournal(t, fs)
+			good := appendEntries(t, j, 1, 10)
+			end, err := j.Write()
+			if err == nil {
+				err = j.SyncTo(end)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			on.Store(true)
+			_, err = j.Append(11, []byte("k"), []byte("v"))
+			if err == nil {
+				end, err = j.Write()
+			}
+			if err == nil {
+				err = j.SyncTo(end)
+			}
+			if !errors.Is(err, ErrJournalFailed) {
+				t.Fatalf("write under a %s fault: %v, want ErrJournalFailed", fault.name, err)
+			}
+			if _, err := j.Append(12, []byte("k"), []byte("v")); !errors.Is(err, ErrJournalFailed) {
+				t.Fatalf("append after a failure: %v, want ErrJournalFailed", err)
+			}
+			on.Store(false)
+			checkEntries(t, j, good)
+			_ = j.Close()
+			// Reopened, the frames written before the fault are intact.
+			j = openTestJournal(t, mem)
+			defer j.Close()
+			checkEntries(t, j, good)
+		})
+	}
+}
+
+func TestJournalRefusesStrayFiles(t *testing.T) {
+	fs := vfs.NewMem()
+	if err := fs.MkdirAll("/j", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := fs.Create("/j/1.jnl", vfs.WriteCategoryUnspecified)
+	_ = f.Close()
+	if _, err := openJournal(fs, "/j"); err == nil {
+		t.Fatal("a journal with a misnamed segment opened")
+	}
+}
+
+// FuzzJournalFrame: any bytes parse to an error or to a frame that
+// re-encodes to the same bytes; nothing panics.
+func FuzzJournalFrame(f *testing.F) {
+	f.Add(appendFrame(nil, 1, []byte("key"), []byte("record")))
+	f.Add(appendFrame(nil, 0, nil, nil))
+	f.Add([]byte{0, 0, 0, 10})
+	f.Add(append(appendFrame(nil, 7, []byte("k"), randomValue("f", 100)), 1, 2, 3))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, n, err := parseFrame(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error not wrapping ErrCorrupt: %v", err)
+			}
+			return
+		}
+		if again := appendFrame(nil, fr.Seq, fr.Key, fr.Record); !bytes.Equal(again, b[:n]) {
+			t.Fatalf("frame of %d bytes re-encodes differently", n)
+		}
+	})
+}
