@@ -36,6 +36,7 @@ package lsm
 //	func AppendFlushRecord(dst, FlushMarker) []byte; func DecodeFlushRecord(raw) (FlushMarker, error)
 //	func (db *DB) GetRaw(dst, key) (raw []byte, where Location, err error)
 //	func (db *DB) Histories() []History; func (db *DB) LastSeq() uint64
+//	func (db *DB) LogChanged() <-chan struct{} // closed when LastSeq may have advanced (notify.go)
 //	func (db *DB) Applied(peer) (Applied, bool, error); func (db *DB) Replicated() bool
 //	func (db *DB) ReadLogRecords(from, fn func(seq, LogEntry, rec []byte) bool) (last uint64, err error)
 //	func (db *DB) Snapshot(fn func(key, rec []byte) error) (History, uint64, error)

@@ -307,6 +307,7 @@ func (db *DB) Commit(b *Batch) error {
 		return fmt.Errorf("lsm: commit: %w", db.failed())
 	}
 	// Committed (visible): install the new state.
+	logged := seq != db.mu.seq
 	db.mu.seq = seq
 	db.mu.hlcMax = hlc
 	if hlc > db.mu.hlcReserved {
@@ -329,6 +330,9 @@ func (db *DB) Commit(b *Batch) error {
 		db.updateHintsLocked(b)
 	}
 	db.mu.Unlock()
+	if logged && db.opts.Durability == DurabilityNone {
+		db.logWait.wake() // LastSeq is the committed seq
+	}
 
 	db.usage.Add(b.bytes)
 	db.st.commits.Add(1)

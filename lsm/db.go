@@ -50,6 +50,7 @@ type DB struct {
 	sweepGen   atomic.Uint64 // bumped when the sweeper deletes records (see Batch.gen)
 	recounting atomic.Bool
 	pendingSyn atomic.Bool // commits since the syncer's last fsync
+	logWait    logNotifier // LogChanged: woken when LastSeq advances
 
 	// mu serialises commits, in sequence-number order, and every change of
 	// the state below (the epoch table, high-water marks, the flush marker).
@@ -488,7 +489,13 @@ func (db *DB) syncWAL() {
 func (db *DB) advanceDurable(seq uint64) {
 	for {
 		d := db.durableSeq.Load()
-		if seq <= d || db.durableSeq.CompareAndSwap(d, seq) {
+		if seq <= d {
+			return
+		}
+		if db.durableSeq.CompareAndSwap(d, seq) {
+			if db.opts.Durability != DurabilityNone {
+				db.logWait.wake() // LastSeq is the durable seq
+			}
 			return
 		}
 	}
@@ -528,6 +535,7 @@ func (db *DB) Close() error {
 	if db.closed.Swap(true) {
 		return ErrClosed
 	}
+	db.logWait.wake()
 	close(db.bg.stop)
 	db.bg.wg.Wait()
 	db.closeMu.Lock()

@@ -68,7 +68,6 @@ func testOptions() Options {
 		BackoffMax:        50 * time.Millisecond,
 		AckInterval:       10 * time.Millisecond,
 		ProgressInterval:  10 * time.Millisecond,
-		PollInterval:      time.Millisecond,
 	}
 }
 

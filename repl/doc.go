@@ -69,7 +69,10 @@
 //
 // The source reads its log in chunks of about Options.ChunkBytes, encodes
 // them into one reused buffer and writes it: TCP backpressure stops it when
-// the puller is slow, so it never holds more than a chunk per puller. Both
+// the puller is slow, so it never holds more than a chunk per puller. Having
+// shipped everything, it sleeps until Local.LogChanged fires or its next
+// heartbeat is due (which re-reads LastSeq: the bound on a missed
+// notification); it does not poll. Both
 // sides send a HEARTBEAT every second; a side that hears nothing for
 // Options.Timeout (5 s) closes the link, and a Link redials with jittered
 // exponential backoff (100 ms to 5 s). Decoding reuses the reader's buffer:

@@ -56,6 +56,12 @@ type Local interface {
 	Histories() []History
 	// LastSeq is the last durable seq of this node's log.
 	LastSeq() uint64
+	// LogChanged returns a channel that is closed once LastSeq may have
+	// advanced after the call (spurious wake-ups are allowed). A source
+	// that has shipped everything takes the channel, re-reads LastSeq and
+	// only then waits on it, so an advance in between is not missed. It
+	// should cost nothing while nobody waits: it is on the write path.
+	LogChanged() <-chan struct{}
 	// ReadLog calls fn for the durable entries from seq on, in order, each
 	// with the record of its version; entries whose key has since been
 	// overwritten are passed with a nil Record (the link reports them as

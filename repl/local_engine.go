@@ -49,6 +49,8 @@ func (l *engineLocal) Histories() []History {
 
 func (l *engineLocal) LastSeq() uint64 { return l.db.LastSeq() }
 
+func (l *engineLocal) LogChanged() <-chan struct{} { return l.db.LogChanged() }
+
 func (l *engineLocal) ReadLog(from uint64, fn func(e Entry) bool) (uint64, error) {
 	if from == 0 {
 		from = 1

@@ -36,6 +36,13 @@ type memLocal struct {
 	// applyGate, when set, is received from before each Apply (stalls
 	// the puller in tests).
 	applyGate chan struct{}
+
+	// changed is LogChanged's channel (nil while nobody waits); write
+	// closes it. With deaf set, write never does: every notification is
+	// missed, and only a source's fallback wake-up finds new entries.
+	changed chan struct{}
+	deaf    bool
+	waits   int // LogChanged calls
 }
 
 type memVersion struct{ hlc, node uint64 }
@@ -96,6 +103,10 @@ func (m *memLocal) write(op Op, key, value string, hlc uint64) {
 	}
 	m.log = append(m.log, memLogEntry{op: op, key: key, ver: v})
 	m.last++
+	if m.changed != nil && !m.deaf {
+		close(m.changed)
+		m.changed = nil
+	}
 }
 
 func (m *memLocal) applyFlush(v memVersion) {
@@ -147,6 +158,16 @@ func (m *memLocal) LastSeq() uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.last
+}
+
+func (m *memLocal) LogChanged() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.waits++
+	if m.changed == nil {
+		m.changed = make(chan struct{})
+	}
+	return m.changed
 }
 
 func (m *memLocal) ReadLog(from uint64, fn func(e Entry) bool) (uint64, error) {

@@ -23,7 +23,6 @@ const (
 	DefaultAckEntries        = 1000
 	DefaultProgressInterval  = 100 * time.Millisecond
 	DefaultChunkBytes        = 256 << 10
-	DefaultPollInterval      = 5 * time.Millisecond
 	DefaultMaxRecordSize     = 4 << 20
 )
 
@@ -50,6 +49,10 @@ type Options struct {
 	// plain TCP.
 	TLS *tls.Config
 	// HeartbeatInterval is how often each side sends a HEARTBEAT. Default 1s.
+	// It is also the source's fallback wake-up: a source that has shipped
+	// its whole log waits for Local.LogChanged and otherwise sleeps until
+	// its next HEARTBEAT, when it re-reads LastSeq, so a missed
+	// notification delays shipping by at most this long.
 	HeartbeatInterval time.Duration
 	// Timeout closes a link that was silent this long; it also bounds a
 	// dial, a handshake and a blocked write. Default 5s. Must exceed
@@ -71,9 +74,6 @@ type Options struct {
 	// before writing it to the socket: a slow puller makes it wait on TCP,
 	// never buffer more than about one chunk. Default 256 KiB.
 	ChunkBytes int
-	// PollInterval is how often a source that has shipped its whole log
-	// looks for new entries. Default 5ms.
-	PollInterval time.Duration
 	// MaxRecordSize is the largest record a link ships or accepts; a frame
 	// may be this plus 64 KiB + 64 bytes. It must be the same on every
 	// node and at least the largest stored record (the engine's item size
@@ -119,9 +119,6 @@ func (o *Options) EnsureDefaults() *Options {
 	if o.ChunkBytes == 0 {
 		o.ChunkBytes = DefaultChunkBytes
 	}
-	if o.PollInterval == 0 {
-		o.PollInterval = DefaultPollInterval
-	}
 	if o.MaxRecordSize == 0 {
 		o.MaxRecordSize = DefaultMaxRecordSize
 	}
@@ -165,8 +162,8 @@ func (o *Options) Validate() error {
 		return bad("backoff bounds %v..%v", o.BackoffMin, o.BackoffMax)
 	case o.AckInterval <= 0 || o.AckEntries <= 0:
 		return bad("AckInterval %v and AckEntries %d must be positive", o.AckInterval, o.AckEntries)
-	case o.ProgressInterval <= 0 || o.PollInterval <= 0:
-		return bad("ProgressInterval %v and PollInterval %v must be positive", o.ProgressInterval, o.PollInterval)
+	case o.ProgressInterval <= 0:
+		return bad("ProgressInterval %v must be positive", o.ProgressInterval)
 	case o.ChunkBytes < 4<<10:
 		return bad("ChunkBytes %d is below 4 KiB", o.ChunkBytes)
 	case o.MaxRecordSize < 1<<10 || o.MaxRecordSize > 1<<31-1-frameOverhead:

@@ -481,16 +481,21 @@ func (ss *srcSession) readChunk(from uint64) (uint64, error) {
 	return last + 1, nil
 }
 
-// streamFrom ships the log from next on, polling for new entries, until
-// the connection fails.
+// streamFrom ships the log from next on until the connection fails. When
+// it has shipped everything it sleeps until the local log grows
+// (Local.LogChanged), its next HEARTBEAT is due, or the session ends: an
+// idle source wakes once per HeartbeatInterval, not on a poll timer. The
+// heartbeat wake-up re-reads LastSeq too, so even a missed notification
+// delays shipping by at most HeartbeatInterval.
 func (ss *srcSession) streamFrom(next uint64) error {
 	s := ss.s
-	idle := time.NewTimer(s.opts.PollInterval)
+	idle := time.NewTimer(s.opts.HeartbeatInterval)
 	defer idle.Stop()
 	for {
 		ss.heartbeat(time.Now())
 		before := next
-		if s.local.LastSeq() >= next {
+		more := s.local.LastSeq() >= next
+		if more {
 			var err error
 			if next, err = ss.readChunk(next); err != nil {
 				return err
@@ -499,13 +504,28 @@ func (ss *srcSession) streamFrom(next uint64) error {
 		if err := ss.flush(); err != nil {
 			return err
 		}
-		if next == before {
-			idle.Reset(s.opts.PollInterval)
-			select {
-			case <-ss.done:
-				return nil
-			case <-idle.C:
+		if next != before {
+			continue
+		}
+		// Nothing shipped. When the log had nothing new, wait for it to
+		// grow: take the channel, then re-read LastSeq (an advance in
+		// between closes the channel or shows here). When it had more but
+		// ReadLog passed none (the session is ending, or LastSeq runs
+		// ahead of what ReadLog returns), only the timer or the end of the
+		// session wakes us: never spin.
+		var changed <-chan struct{}
+		if !more {
+			changed = s.local.LogChanged()
+			if s.local.LastSeq() >= next {
+				continue
 			}
+		}
+		idle.Reset(time.Until(ss.hbDue))
+		select {
+		case <-ss.done:
+			return nil
+		case <-changed:
+		case <-idle.C:
 		}
 	}
 }
