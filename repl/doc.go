@@ -28,7 +28,7 @@
 // (local.go), implemented over the engine and lsm in production and over a
 // map in tests (memlocal_test.go).
 //
-// # Wire format (version 1)
+// # Wire format (version 2)
 //
 // A link is a byte stream (TCP, optionally TLS) of frames:
 //
@@ -42,9 +42,11 @@
 // type, a bad CRC or a frame that is not expected in the current state
 // closes the link with a log line. Payloads (integers big-endian):
 //
-//	HELLO     1  magic "TCRP", version u8 = 1, flags u8 (1 = has a secret),
-//	             node u64, nonce [16], history u64, last seq u64
-//	             (history and last seq are 0 from the puller)
+//	HELLO     1  magic "TCRP", version u8 = 2, flags u8 (1 = has a secret),
+//	             node u64, nonce [16], history u64, last seq u64, now u64
+//	             (history and last seq are 0 from the puller; now is the
+//	             sender's wall clock, unix ms; version 1 had no now, and a
+//	             HELLO of another version closes the link)
 //	AUTH      2  HMAC-SHA256(secret, role | nonce_puller | nonce_source |
 //	             node_puller u64 | node_source u64), role "pull" or "serve"
 //	PULL      3  history u64, from u64 (applied seq + 1)
@@ -64,6 +66,10 @@
 // "serve"; the puller sends PULL; the source answers STREAM, or RESYNC then
 // SNAP* and SNAP_END, then streams ENTRY, PROGRESS and HEARTBEAT frames;
 // the puller sends ACK and HEARTBEAT frames. Anything else closes the link.
+// The puller refuses a source whose clock is off from its own by more than
+// Options.MaxClockSkew: at the handshake (the source's HELLO time against
+// the puller's send and receive times) and while streaming (a HEARTBEAT
+// time ahead by more), with ErrClockSkew.
 //
 // # Flow control and liveness
 //

@@ -40,8 +40,10 @@ const (
 	frameHeaderLen  = 5 // len u32 + type u8
 	frameTrailerLen = 4 // crc32c u32
 
-	// protocolVersion is the version carried in HELLO.
-	protocolVersion = 1
+	// protocolVersion is the version carried in HELLO. 2 added the
+	// sender's wall clock to HELLO (the max clock skew check); a HELLO of
+	// another version is refused with an error naming both.
+	protocolVersion = 2
 
 	// frameOverhead bounds everything in a frame but the record: the
 	// fixed ENTRY fields and a key of at most maxKeyLen bytes.
@@ -51,7 +53,7 @@ const (
 	// maxHistories bounds the history list of a STREAM frame.
 	maxHistories = 4096
 
-	helloLen = 4 + 1 + 1 + 8 + nonceLen + 8 + 8
+	helloLen = 4 + 1 + 1 + 8 + nonceLen + 8 + 8 + 8
 	nonceLen = 16
 	macLen   = 32
 )
@@ -70,6 +72,7 @@ var (
 	ErrAuth          = errors.New("repl: authentication failed")
 	ErrSelfLink      = errors.New("repl: peer is this node")
 	ErrDuplicatePeer = errors.New("repl: another link to this peer is active")
+	ErrClockSkew     = errors.New("repl: peer clock offset beyond the max clock skew")
 	ErrClosed        = errors.New("repl: closed")
 )
 
@@ -149,7 +152,8 @@ func (f *frameBuf) reset() { f.buf = f.buf[:0] }
 // Message payloads. All integers are big-endian.
 
 // helloMsg: magic[4] version u8 flags u8 node u64 nonce[16] history u64
-// lastSeq u64 (history and lastSeq are 0 from a puller).
+// lastSeq u64 now u64 (history and lastSeq are 0 from a puller; now is the
+// sender's wall clock in unix ms when it sent the HELLO).
 type helloMsg struct {
 	version uint8
 	flags   uint8
@@ -157,6 +161,7 @@ type helloMsg struct {
 	nonce   [nonceLen]byte
 	history uint64
 	lastSeq uint64
+	now     uint64
 }
 
 const helloFlagSecret = 1 // the sender has a secret and requires AUTH
@@ -169,21 +174,28 @@ func (f *frameBuf) hello(m *helloMsg) {
 	f.buf = append(f.buf, m.nonce[:]...)
 	f.buf = binary.BigEndian.AppendUint64(f.buf, m.history)
 	f.buf = binary.BigEndian.AppendUint64(f.buf, m.lastSeq)
+	f.buf = binary.BigEndian.AppendUint64(f.buf, m.now)
 	f.end()
 }
 
 func (m *helloMsg) decode(p []byte) error {
-	if len(p) != helloLen || [4]byte(p[:4]) != helloMagic {
+	// The version is checked before the length: a HELLO of another
+	// version has another length, and the error should say which.
+	if len(p) < 5 || [4]byte(p[:4]) != helloMagic {
 		return fmt.Errorf("%w: not a HELLO", ErrProtocol)
 	}
-	m.version, m.flags = p[4], p[5]
+	if m.version = p[4]; m.version != protocolVersion {
+		return fmt.Errorf("%w: protocol version %d, want %d (every node of a mesh must run the same replication protocol)", ErrProtocol, m.version, protocolVersion)
+	}
+	if len(p) != helloLen {
+		return fmt.Errorf("%w: not a HELLO", ErrProtocol)
+	}
+	m.flags = p[5]
 	m.node = binary.BigEndian.Uint64(p[6:])
 	copy(m.nonce[:], p[14:14+nonceLen])
 	m.history = binary.BigEndian.Uint64(p[30:])
 	m.lastSeq = binary.BigEndian.Uint64(p[38:])
-	if m.version != protocolVersion {
-		return fmt.Errorf("%w: protocol version %d, want %d", ErrProtocol, m.version, protocolVersion)
-	}
+	m.now = binary.BigEndian.Uint64(p[46:])
 	if m.node == 0 {
 		return fmt.Errorf("%w: node id 0", ErrProtocol)
 	}

@@ -12,7 +12,7 @@ import (
 // encodeAll returns one frame of every type.
 func encodeAll() []byte {
 	var fb frameBuf
-	h := helloMsg{version: protocolVersion, flags: helloFlagSecret, node: 7, history: 9, lastSeq: 11}
+	h := helloMsg{version: protocolVersion, flags: helloFlagSecret, node: 7, history: 9, lastSeq: 11, now: 1_700_000_000_123}
 	copy(h.nonce[:], "0123456789abcdef")
 	fb.hello(&h)
 	fb.auth(bytes.Repeat([]byte{0xAB}, macLen))
@@ -48,7 +48,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		case frameHello:
 			var h helloMsg
 			_ = h.decode(p)
-			if h.node != 7 || h.history != 9 || h.lastSeq != 11 || h.flags != helloFlagSecret || string(h.nonce[:]) != "0123456789abcdef" {
+			if h.node != 7 || h.history != 9 || h.lastSeq != 11 || h.now != 1_700_000_000_123 || h.flags != helloFlagSecret || string(h.nonce[:]) != "0123456789abcdef" {
 				t.Fatalf("hello %+v", h)
 			}
 		case frameStream:

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tcache/tcache/internal/clock"
 )
 
 // LinkState is where a Link stands.
@@ -53,6 +55,8 @@ type Link struct {
 	bytesOut     atomic.Uint64
 	resyncs      atomic.Uint64
 	reconnects   atomic.Uint64
+	clockOffset  atomic.Int64  // the peer's wall clock minus ours, ms, as last estimated
+	skewRefused  atomic.Uint64 // sessions refused or closed for clock skew
 
 	caughtUpOnce sync.Once
 	caughtUp     chan struct{} // closed when applied first reached the peer's last seq at connect
@@ -174,6 +178,8 @@ func (l *Link) session(ctx context.Context) (streamed bool, err error) {
 	if _, err := crand.Read(out.nonce[:]); err != nil {
 		return false, err
 	}
+	sent := unixMillis(o.Clock)
+	out.now = uint64(sent)
 	fb.hello(&out)
 	if err := write(); err != nil {
 		return false, err
@@ -186,6 +192,7 @@ func (l *Link) session(ctx context.Context) (streamed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	offset := clockOffset(int64(in.now), sent, unixMillis(o.Clock))
 	switch {
 	case in.node == out.node:
 		return false, ErrSelfLink
@@ -206,6 +213,10 @@ func (l *Link) session(ctx context.Context) (streamed bool, err error) {
 		if !hmac.Equal(mac[:], p) {
 			return false, fmt.Errorf("%w: wrong proof from peer %016x", ErrAuth, in.node)
 		}
+	}
+	l.clockOffset.Store(offset)
+	if err := l.checkSkew(in.node, offset); err != nil {
+		return false, err
 	}
 	id := in.node
 	if old := l.peerID.Swap(id); old != id {
@@ -413,6 +424,15 @@ func (ps *pullSession) stream() (err error) {
 				return err
 			}
 			l.peerLast.Store(max(last, l.applied.Load()))
+			// Delays only make the peer's time look older, so a time
+			// ahead of ours is at least that far ahead: its clock jumped
+			// (or ours went back) since the handshake.
+			if ahead := int64(ms) - unixMillis(o.Clock); ahead > 0 {
+				l.clockOffset.Store(ahead)
+				if err := l.checkSkew(ps.peer, ahead); err != nil {
+					return err
+				}
+			}
 		default:
 			return fmt.Errorf("%w: %s while streaming", ErrProtocol, t)
 		}
@@ -428,6 +448,37 @@ func (ps *pullSession) stream() (err error) {
 		l.markCaughtUp(ps.target)
 	}
 }
+
+// clockOffset estimates a peer's wall clock minus ours, in ms, from the
+// time in its HELLO (remote) and ours when we sent our HELLO (sent) and
+// received its (recv): the peer read its clock between the two, so only
+// the part of the difference outside [sent, recv] is certain.
+func clockOffset(remote, sent, recv int64) int64 {
+	switch {
+	case remote > recv:
+		return remote - recv
+	case remote < sent:
+		return remote - sent
+	}
+	return 0
+}
+
+// checkSkew refuses a peer whose clock offset is beyond MaxClockSkew.
+func (l *Link) checkSkew(peer uint64, offset int64) error {
+	bound := l.node.opts.MaxClockSkew
+	if bound < 0 || time.Duration(max(offset, -offset))*time.Millisecond <= bound {
+		return nil
+	}
+	l.skewRefused.Add(1)
+	dir := "ahead of"
+	if offset < 0 {
+		dir = "behind"
+	}
+	return fmt.Errorf("%w: peer %016x's wall clock is at least %v %s ours, above replication.max_clock_skew %v: fix the clocks (NTP); the link retries",
+		ErrClockSkew, peer, time.Duration(max(offset, -offset))*time.Millisecond, dir, bound)
+}
+
+func unixMillis(c clock.Clock) int64 { return c.Now().UnixMilli() }
 
 // writeAcks sends an ACK when the applied seq moved (every AckInterval, or
 // at once when kicked) and a HEARTBEAT every HeartbeatInterval, until stop
@@ -486,6 +537,8 @@ func (l *Link) stats(now time.Time) PeerStats {
 		BytesSent:     l.bytesOut.Load(),
 		FullResyncs:   l.resyncs.Load(),
 		Reconnects:    l.reconnects.Load(),
+		ClockOffset:   l.clockOffset.Load(),
+		SkewRefusals:  l.skewRefused.Load(),
 	}
 	if st.PeerLastSeq > st.AppliedSeq {
 		st.LagRecords = st.PeerLastSeq - st.AppliedSeq

@@ -173,6 +173,12 @@ type PeerStats struct {
 	FullResyncs   uint64 // resyncs this link did
 	Reconnects    uint64 // times the link redialled
 	LastError     string // why the link last went down
+	// ClockOffset is the peer's wall clock minus ours in milliseconds, as
+	// last estimated (HELLO; a HEARTBEAT when it shows the peer ahead).
+	ClockOffset int64
+	// SkewRefusals counts sessions this link refused or closed because
+	// the offset was beyond MaxClockSkew.
+	SkewRefusals uint64
 
 	ServedActive   bool   // the peer is pulling our log now
 	ServedAcked    uint64 // our seq the peer reported applied (ACK)

@@ -24,6 +24,7 @@ const (
 	DefaultProgressInterval  = 100 * time.Millisecond
 	DefaultChunkBytes        = 256 << 10
 	DefaultMaxRecordSize     = 4 << 20
+	DefaultMaxClockSkew      = 500 * time.Millisecond
 )
 
 // ErrInvalidOptions is wrapped by Options.Validate's errors.
@@ -79,14 +80,25 @@ type Options struct {
 	// node and at least the largest stored record (the engine's item size
 	// limit, -I). Default 4 MiB.
 	MaxRecordSize int
+	// MaxClockSkew is the largest offset between this node's wall clock
+	// and a peer's that a link accepts: at the handshake a Link estimates
+	// the peer's offset from the clock in its HELLO (bounded by the
+	// handshake's round trip) and refuses the peer when it is beyond, and
+	// while streaming it closes the link when a peer's HEARTBEAT shows its
+	// clock ahead by more (a refused link retries with the usual backoff).
+	// A peer far ahead would otherwise win every last-writer-wins conflict
+	// and drag every node's HLC along. Default 500ms (CockroachDB's
+	// default max offset); negative: no check.
+	MaxClockSkew time.Duration
 	// Dial opens a connection to a peer. Default a net.Dialer bounded by
 	// Timeout. Tests substitute an in-memory network.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Logger receives link events (connects, drops, refusals). Default:
 	// discard.
 	Logger *slog.Logger
-	// Clock is the wall clock of HEARTBEAT times and lag in milliseconds
-	// (timers and deadlines use real time). Default clock.Real.
+	// Clock is the wall clock of HELLO and HEARTBEAT times, of the clock
+	// skew check and of lag in milliseconds (timers and deadlines use real
+	// time). Default clock.Real.
 	Clock clock.Clock
 }
 
@@ -121,6 +133,9 @@ func (o *Options) EnsureDefaults() *Options {
 	}
 	if o.MaxRecordSize == 0 {
 		o.MaxRecordSize = DefaultMaxRecordSize
+	}
+	if o.MaxClockSkew == 0 {
+		o.MaxClockSkew = DefaultMaxClockSkew
 	}
 	if o.Dial == nil {
 		timeout := o.Timeout

@@ -188,6 +188,7 @@ type srcSession struct {
 	stats   *pullerStats
 	hbDue   time.Time
 	lastOut uint64        // the last seq shipped (ENTRY or PROGRESS)
+	offset  int64         // the puller's HELLO time minus ours at receipt, ms
 	done    chan struct{} // closed when the ACK reader ends
 }
 
@@ -211,6 +212,12 @@ func (s *Server) serveConn(raw net.Conn) {
 	switch {
 	case ss.stats == nil || errors.Is(err, ErrAuth):
 		s.refused.Add(1)
+		if b := s.opts.MaxClockSkew; b >= 0 && time.Duration(max(ss.offset, -ss.offset))*time.Millisecond > b {
+			// The puller most likely closed the link for clock skew.
+			s.log.Warn("repl: refused a link: the puller's clock is off by more than replication.max_clock_skew",
+				"remote", remote, "peer_clock_offset_ms", ss.offset, "max_clock_skew", b.String(), "err", err)
+			break
+		}
 		s.log.Warn("repl: refused a link", "remote", remote, "err", err)
 	case err != nil && !s.isClosed():
 		s.log.Info("repl: link to a puller ended", "remote", remote, "peer", fmt.Sprintf("%016x", ss.peer), "err", err)
@@ -238,7 +245,11 @@ func (ss *srcSession) run(raw net.Conn) error {
 	if len(hists) == 0 {
 		return fmt.Errorf("%w: local store has no history", ErrProtocol)
 	}
-	out := helloMsg{version: protocolVersion, node: s.local.NodeID(), history: hists[len(hists)-1].ID, lastSeq: s.local.LastSeq()}
+	// The puller judges the clock skew (it applies our records and it can
+	// bound the delay by its round trip); we note the offset for the log.
+	now := unixMillis(s.opts.Clock)
+	ss.offset = int64(in.now) - now
+	out := helloMsg{version: protocolVersion, node: s.local.NodeID(), history: hists[len(hists)-1].ID, lastSeq: s.local.LastSeq(), now: uint64(now)}
 	if haveSecret {
 		out.flags = helloFlagSecret
 	}

@@ -141,6 +141,12 @@ type Options struct {
 	// ReplServeWhileSyncing is false (key replication.sync_timeout).
 	// Default 30s.
 	ReplSyncTimeout time.Duration
+	// ReplMaxClockSkew is the largest offset between this node's wall
+	// clock and a peer's that a link accepts (key
+	// replication.max_clock_skew): a peer further off is refused (and
+	// retried), so its versions neither win every conflict nor drag this
+	// node's HLC. Default 500ms; 0 turns the check off.
+	ReplMaxClockSkew time.Duration
 }
 
 // Replication defaults: the port of a listen address or peer given
@@ -191,6 +197,7 @@ func defaultOptions() Options {
 
 		ReplServeWhileSyncing: true,
 		ReplSyncTimeout:       30 * time.Second,
+		ReplMaxClockSkew:      500 * time.Millisecond,
 	}
 }
 
@@ -382,6 +389,13 @@ func settings() []setting {
 				d, err := time.ParseDuration(s)
 				o.ReplSyncTimeout = d
 				return "must be a duration > 0 (30s, 2m)", err == nil && d > 0
+			}},
+		{key: "replication.max_clock_skew", def: "500ms", flag: "replication-max-clock-skew",
+			usage: "refuse replication links to a peer whose wall clock is off from ours by more than this `duration` (0: no check)",
+			parse: func(o *Options, s string) (string, bool) {
+				d, err := time.ParseDuration(s)
+				o.ReplMaxClockSkew = d
+				return "must be a duration >= 0 (500ms, 1s; 0 turns the check off)", err == nil && d >= 0
 			}},
 		{key: "log_format", def: "text", flag: "log-format",
 			usage: "log `format` on stderr: text or json",

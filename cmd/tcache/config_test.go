@@ -382,17 +382,24 @@ func TestReplicationKeys(t *testing.T) {
 	if !slices.Equal(o.ReplPeers, []string{"10.0.0.2:11212"}) || o.ReplListen != "127.0.0.1:11212" {
 		t.Fatalf("-x host: peers %q listen %q", o.ReplPeers, o.ReplListen)
 	}
+	if o.ReplMaxClockSkew != 500*time.Millisecond || replClockSkew(o) != 500*time.Millisecond {
+		t.Fatalf("default max_clock_skew %v", o.ReplMaxClockSkew)
+	}
+	if o := mustLoad(t, "-x", "b", "--replication-max-clock-skew", "0"); replClockSkew(o) >= 0 {
+		t.Fatalf("max_clock_skew 0 maps to %v, want no bound", replClockSkew(o))
+	}
 	o = mustLoad(t, "-x", "10.0.0.2:11300", "-X", "11400")
 	if !slices.Equal(o.ReplPeers, []string{"10.0.0.2:11300"}) || o.ReplListen != "127.0.0.1:11400" {
 		t.Fatalf("-x host:port -X: peers %q listen %q", o.ReplPeers, o.ReplListen)
 	}
 
 	file := writeConfig(t, "replication:\n  listen: 0.0.0.0:12000\n  peers: [a:1, b]\n  secret: s3\n"+
-		"  serve_while_syncing: false\n  sync_timeout: 5s\n")
+		"  serve_while_syncing: false\n  sync_timeout: 5s\n  max_clock_skew: 250ms\n")
 	t.Setenv("TCACHE_REPLICATION_SECRET", "from-env")
 	o = mustLoad(t, "--config", file)
 	if o.ReplListen != "0.0.0.0:12000" || !slices.Equal(o.ReplPeers, []string{"a:1", "b:11212"}) ||
-		o.ReplSecret != "from-env" || o.ReplServeWhileSyncing || o.ReplSyncTimeout != 5*time.Second {
+		o.ReplSecret != "from-env" || o.ReplServeWhileSyncing || o.ReplSyncTimeout != 5*time.Second ||
+		o.ReplMaxClockSkew != 250*time.Millisecond {
 		t.Fatalf("file + env: %+v", o)
 	}
 	o = mustLoad(t, "--config", file, "-X", "12001", "--replication-peers", "c:2,d:3")
@@ -414,6 +421,7 @@ func TestReplicationKeys(t *testing.T) {
 		{[]string{"--replication-secret", "x"}, "but replication is off"},
 		{[]string{"-x", "b", "--replication-sync-timeout", "0s"}, "config: replication.sync_timeout: must be a duration > 0"},
 		{[]string{"-x", "b", "--replication-serve-while-syncing", "maybe"}, "config: replication.serve_while_syncing: must be true or false"},
+		{[]string{"-x", "b", "--replication-max-clock-skew", "-1s"}, "config: replication.max_clock_skew: must be a duration >= 0"},
 		{[]string{"-x", "127.0.0.1:11212"}, "lists this node's own replication.listen"},
 	} {
 		_, err := load(t, c.args...)

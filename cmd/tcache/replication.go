@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tcache/tcache/engine"
 	"github.com/tcache/tcache/lsm"
@@ -35,6 +36,7 @@ func startReplication(o Options, eng *engine.Engine, disk *lsm.DB, logger *slog.
 		Listen:        o.ReplListen,
 		Peers:         o.ReplPeers,
 		MaxRecordSize: max(repl.DefaultMaxRecordSize, o.MaxItemSize+replRecordSlack),
+		MaxClockSkew:  replClockSkew(o),
 		Logger:        logger.With("component", "repl"),
 	}
 	if o.ReplSecret != "" {
@@ -66,8 +68,17 @@ func startReplication(o Options, eng *engine.Engine, disk *lsm.DB, logger *slog.
 		"listen", ln.Addr().String(), "peers", strings.Join(o.ReplPeers, ","),
 		"node_id", fmt.Sprintf("%016x", disk.NodeID()), "log_histories", strings.Join(hist, ","),
 		"log_last_seq", disk.LastSeq(), "secret", o.ReplSecret != "", "tls", ro.TLS != nil,
-		"serve_while_syncing", o.ReplServeWhileSyncing)
+		"serve_while_syncing", o.ReplServeWhileSyncing, "max_clock_skew", o.ReplMaxClockSkew.String())
 	return node, nil
+}
+
+// replClockSkew maps replication.max_clock_skew to repl's and the
+// engine's MaxClockSkew, where 0 means the default and negative no bound.
+func replClockSkew(o Options) time.Duration {
+	if o.ReplMaxClockSkew == 0 {
+		return -1
+	}
+	return o.ReplMaxClockSkew
 }
 
 // replicationTLS builds the links' TLS: this node's certificate for both
@@ -150,6 +161,8 @@ func replicationStats(node *repl.Node, disk *lsm.DB) func(protocol.StatWriter) {
 			w.Uint(p+"bytes_sent", st.BytesSent)
 			w.Uint(p+"full_resyncs", st.FullResyncs)
 			w.Uint(p+"reconnects", st.Reconnects)
+			w.Int(p+"clock_offset_ms", st.ClockOffset)
+			w.Uint(p+"clock_skew_refusals", st.SkewRefusals)
 			w.Uint(p+"served_active", b2u(st.ServedActive))
 			w.Uint(p+"served_acked_seq", st.ServedAcked)
 			w.Uint(p+"served_lag_records", st.ServedLag)
