@@ -79,7 +79,13 @@
 //     the winner's RAM copy is dropped. Applied items get a fresh local
 //     CAS (clients of this node compare this node's CAS values); the
 //     version travels unchanged and the HLC observes it, so a local write
-//     after an applied one orders after it. Dump enumerates the live
+//     after an applied one orders after it. The HLC follows a peer's
+//     version only up to wall clock + Options.MaxClockSkew; a record
+//     stamped further ahead keeps its version (counted in
+//     Stats.ClockAhead) and its key is remembered (tier.go, aheadKeys) so
+//     that a local write of that key still gets a higher version, or the
+//     nodes would diverge. An effective peer flush marker still moves the
+//     clock all the way (writes after a flush must survive it). Dump enumerates the live
 //     items for lru_crawler metadump (the disk, plus RAM-only state).
 //   - Stats: curr_items is the disk's item count, bytes the RAM tier's,
 //     evictions the items the disk dropped (cache mode), RAMEvictions the

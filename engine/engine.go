@@ -35,6 +35,13 @@ type Options struct {
 	// it (docs/disk-tier.md). The caller opens it before New and closes it
 	// after Close. Default nil: memory mode, memcached's behaviour exactly.
 	Disk *lsm.DB
+	// MaxClockSkew bounds how far ahead of this node's wall clock a peer's
+	// version may move the hybrid logical clock (ApplyRecord, ApplyFlush):
+	// a version further ahead still applies with its own version, but this
+	// node's later versions do not follow it beyond now + MaxClockSkew
+	// (Stats.ClockAhead counts them). Default 500ms (DefaultMaxClockSkew);
+	// negative: no bound.
+	MaxClockSkew time.Duration
 }
 
 // Defaults and limits of Options.
@@ -42,6 +49,7 @@ const (
 	DefaultMemoryLimit     = 64 << 20
 	DefaultMaxItemSize     = 1 << 20
 	DefaultCrawlerInterval = time.Second
+	DefaultMaxClockSkew    = 500 * time.Millisecond
 
 	minMaxItemSize = 1024    // memcached: "Item max size cannot be less than 1024 bytes."
 	maxMaxItemSize = 1 << 30 // memcached: "Cannot set item size limit higher than 1 GB."
@@ -64,6 +72,9 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.MaxClockSkew == 0 {
+		o.MaxClockSkew = DefaultMaxClockSkew
 	}
 }
 

@@ -16,9 +16,16 @@ import (
 // Versions of replicated writes (lsm.Version.HLC) come from it; New seeds it
 // above the disk's high-water mark so that versions stay monotonic across a
 // restart even if the wall clock was set back in between.
+//
+// A peer's version is observed with observeRemote, which never moves the
+// clock beyond the wall clock plus maxAhead (the max clock skew, as
+// CockroachDB bounds its clocks with its max offset): a peer whose clock
+// runs far ahead cannot drag every node's versions along with it.
 type hlc struct {
-	clock clock.Clock
-	last  atomic.Uint64 // the last value handed out (or the seed)
+	clock    clock.Clock
+	last     atomic.Uint64 // the last value handed out (or the seed)
+	maxAhead uint64        // bound of observeRemote above physical(), in HLC units; 0: none
+	ahead    atomic.Uint64 // remote values observed beyond that bound
 }
 
 const hlcLogicalBits = 16
@@ -56,4 +63,22 @@ func (c *hlc) observe(v uint64) {
 			return
 		}
 	}
+}
+
+// observeRemote observes a peer's value v, but moves the clock at most to
+// the wall clock plus maxAhead, and reports whether v was beyond that
+// bound (counted). The record of v keeps its version (every node must
+// order it alike); only this node's clock stops following it, so the
+// caller must order this node's later writes of the same key after v
+// itself (tier.ahead).
+func (c *hlc) observeRemote(v uint64) (beyond bool) {
+	if c.maxAhead != 0 {
+		if limit := c.physical() + c.maxAhead; v > limit {
+			c.ahead.Add(1)
+			c.observe(limit)
+			return true
+		}
+	}
+	c.observe(v)
+	return false
 }

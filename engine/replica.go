@@ -51,7 +51,10 @@ func (e *Engine) ApplyRecord(key, raw []byte, off lsm.Applied) (bool, error) {
 	case len(key) == 0 || len(key) > MaxKeyLen:
 		return false, fmt.Errorf("%w: key of %d bytes", ErrBadRecord, len(key))
 	}
-	t.clock.observe(h.Version.HLC) // later local writes order after it
+	// Later local writes order after it: the clock follows it up to wall
+	// clock + MaxClockSkew, and a record beyond that is remembered in
+	// t.ahead (below) so that local writes of its key still follow it.
+	beyond := t.clock.observeRemote(h.Version.HLC)
 	s, hash := e.shardFor(key)
 	st := t.stripeFor(hash)
 	st.mu.Lock()
@@ -94,6 +97,9 @@ func (e *Engine) ApplyRecord(key, raw []byte, off lsm.Applied) (bool, error) {
 	}
 	if win {
 		t.drop(s, hash, key)
+		if beyond && !t.ahead.add(key, h.Version.HLC, t.clock.physical()) {
+			t.clock.observe(h.Version.HLC) // too many keys ahead: follow it after all
+		}
 	}
 	return win, nil
 }
@@ -140,7 +146,11 @@ func (e *Engine) ApplyFlush(raw []byte, off lsm.Applied) (bool, error) {
 	}
 	t.marker.Store(&fm)
 	if effective {
-		// Local writes from now on order after the flush.
+		// Local writes from now on order after the flush. This one
+		// moves the clock even beyond MaxClockSkew (counted): writes
+		// made after a flush must survive it, and a marker's bound
+		// covers every key, so no per-key rule can order them.
+		t.clock.observeRemote(fm.Version.HLC)
 		t.clock.observe(fm.Version.HLC)
 		e.oldestCAS.Store(cas)
 	}

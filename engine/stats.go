@@ -31,6 +31,11 @@ type Stats struct {
 	Promotions   uint64 // recache_from_extstore: items copied from disk into RAM
 	CommitErrors uint64 // tcache_disk_commit_errors: writes refused (DiskFull, DiskError)
 	ReadErrors   uint64 // tcache_disk_read_errors: disk reads that failed (served as misses)
+	// ClockAhead counts the peers' versions applied (ApplyRecord,
+	// ApplyFlush) that were further ahead of this node's wall clock than
+	// Options.MaxClockSkew: they did not move its HLC past the bound
+	// (repl_clock_ahead_versions).
+	ClockAhead uint64
 }
 
 // Stats returns the engine's counters, summed over the shards.
@@ -80,8 +85,17 @@ func (e *Engine) Stats() Stats {
 		st.Promotions = t.promotions.Load()
 		st.CommitErrors = t.commitErrors.Load()
 		st.ReadErrors = t.readErrors.Load()
+		st.ClockAhead = t.clock.ahead.Load()
 	}
 	return st
+}
+
+// ClockAhead is Stats().ClockAhead, without summing the shards.
+func (e *Engine) ClockAhead() uint64 {
+	if e.tier == nil {
+		return 0
+	}
+	return e.tier.clock.ahead.Load()
 }
 
 // DiskStats returns the disk tier's figures, and false in memory mode.

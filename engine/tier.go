@@ -64,6 +64,10 @@ type tier struct {
 	// fingerprint is still there is promoted. Accessed atomically.
 	seen []uint32
 
+	// ahead holds the keys whose stored record a peer stamped further
+	// ahead of this node's clock than MaxClockSkew (see aheadKeys).
+	ahead aheadKeys
+
 	flushMu sync.Mutex // serialises flush markers: commit order = apply order
 	// marker is the current flush marker (local or a peer's); disk records
 	// below its bound are flushed once its time has passed (recordFlushed).
@@ -80,6 +84,11 @@ type tier struct {
 func newTier(e *Engine, d diskStore) *tier {
 	t := &tier{e: e, disk: d, node: d.NodeID(), stripes: make([]stripe, stripeCount)}
 	t.clock.clock = e.clock
+	if sk := e.opts.MaxClockSkew; sk > 0 {
+		t.clock.maxAhead = max(uint64(sk.Milliseconds()), 1) << hlcLogicalBits
+	}
+	// The seed is this node's own high-water mark (reserved up to a second
+	// ahead of its writes): never bounded.
 	t.clock.seed(d.HLCHighWater())
 	hw := d.CASHighWater()
 	if hw > 0 {
@@ -107,7 +116,97 @@ func newTier(e *Engine, d diskStore) *tier {
 
 func (t *tier) stripeFor(h uint64) *stripe { return &t.stripes[h&(stripeCount-1)] }
 
-func (t *tier) version() lsm.Version { return lsm.Version{HLC: t.clock.next(), Node: t.node} }
+// version is the version of a local write of key (nil for a flush): the
+// next HLC value, or, when a peer's record of key is stamped beyond it
+// (ahead), just above that record, so that the write wins on every node.
+// Requires key's stripe lock.
+func (t *tier) version(key []byte) lsm.Version {
+	v := t.clock.next()
+	if key != nil && t.ahead.n.Load() != 0 {
+		v = t.ahead.after(key, v, t.clock.physical())
+	}
+	return lsm.Version{HLC: v, Node: t.node}
+}
+
+// aheadKeys remembers the keys whose newest record is stamped ahead of
+// this node's HLC: a peer's record applied beyond wall clock + MaxClockSkew
+// (the clock stopped at the bound), and this node's own writes ordered
+// after one. A local write of such a key must get a version above the
+// stored one, or it would win here (local writes replace) and lose on
+// every peer (the conflict rule): the nodes would diverge. The map only
+// fills while a peer's clock is off (the links refuse such peers within
+// a heartbeat), entries are useless once the wall clock passes them, and
+// the whole map is dropped when it passes the furthest one. While it is
+// empty a write pays one atomic load.
+type aheadKeys struct {
+	n  atomic.Int64 // len(m), for the lock-free empty check
+	mu sync.Mutex
+	m  map[string]uint64 // key → the HLC of its newest record
+	hi uint64            // the largest value in m
+}
+
+// maxAheadKeys bounds aheadKeys: past it, an applied record beyond the
+// bound moves the clock after all (ordering before the bound).
+var maxAheadKeys = 1 << 16
+
+// add records that key's newest record has HLC v; false when the map is
+// full (of values the wall clock has not passed yet).
+func (a *aheadKeys) add(key []byte, v, now uint64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.expireLocked(now)
+	if _, ok := a.m[string(key)]; !ok && len(a.m) >= maxAheadKeys {
+		for k, f := range a.m {
+			if f < now {
+				delete(a.m, k)
+			}
+		}
+		if len(a.m) >= maxAheadKeys {
+			return false
+		}
+	}
+	if a.m == nil {
+		a.m = make(map[string]uint64)
+	}
+	a.m[string(key)] = v
+	a.hi = max(a.hi, v)
+	a.n.Store(int64(len(a.m)))
+	return true
+}
+
+// after returns the version of a local write of key: v, or just above
+// key's record when that is not below v (and remembers it).
+func (a *aheadKeys) after(key []byte, v, now uint64) uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.expireLocked(now) {
+		return v
+	}
+	f, ok := a.m[string(key)]
+	switch {
+	case !ok:
+	case f >= v:
+		v = f + 1
+		a.m[string(key)] = v
+		a.hi = max(a.hi, v)
+	default:
+		delete(a.m, string(key)) // the clock passed it
+		a.n.Store(int64(len(a.m)))
+	}
+	return v
+}
+
+// expireLocked empties the map once the wall clock (now, as an HLC) has
+// passed every value in it, and reports whether it did.
+func (a *aheadKeys) expireLocked(now uint64) bool {
+	if len(a.m) == 0 || a.hi >= now {
+		return len(a.m) == 0
+	}
+	clear(a.m)
+	a.hi = 0
+	a.n.Store(0)
+	return true
+}
 
 // locationOf is the disk location of the RAM item it (under its shard
 // lock): known when the record carries a location trailer, else the zero
@@ -320,7 +419,7 @@ func (t *tier) put(st *stripe, key []byte, hd *header, value []byte, prev lsm.Lo
 		Exptime:   e.abs(int64(hd.exptime)),
 		Time:      e.abs(int64(hd.time)),
 		CAS:       hd.cas,
-		Version:   t.version(),
+		Version:   t.version(key),
 		KeyBinary: hd.bits&bitKeyBinary != 0,
 		Stale:     hd.bits&bitStale != 0,
 		Value:     value,
@@ -331,7 +430,7 @@ func (t *tier) put(st *stripe, key []byte, hd *header, value []byte, prev lsm.Lo
 // del commits the deletion of key's record at prev.
 func (t *tier) del(st *stripe, key []byte, prev lsm.Location) Status {
 	m := &st.mu.mut
-	m.op, m.key, m.prev, m.ver = opDelete, key, prev, t.version()
+	m.op, m.key, m.prev, m.ver = opDelete, key, prev, t.version(key)
 	_, status := t.commit(m, 0)
 	return status
 }

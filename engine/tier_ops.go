@@ -231,7 +231,7 @@ func (t *tier) flush(oldest, now int64) Status {
 	marker := lsm.FlushMarker{
 		OldestLive: e.abs(oldest),
 		OldestCAS:  oc,
-		Version:    t.version(),
+		Version:    t.version(nil),
 	}
 	m := &mutation{flush: true, marker: marker}
 	if _, status := t.commit(m, cas); status != OK {

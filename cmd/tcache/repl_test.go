@@ -730,6 +730,13 @@ func TestReplThreeNodeMesh(t *testing.T) {
 				if got := statU(t, st, p+"applied_seq"); got != per {
 					t.Errorf("node %s: applied %d of %s, want %d", n.name, got, st[p+"addr"], per)
 				}
+				// One host, one clock: no skew anywhere.
+				if got := statU(t, st, p+"clock_skew_refusals"); got != 0 {
+					t.Errorf("node %s: %d clock skew refusals of %s", n.name, got, st[p+"addr"])
+				}
+			}
+			if got := statU(t, st, "repl_clock_ahead_versions"); got != 0 {
+				t.Errorf("node %s: %d versions ahead of its clock", n.name, got)
 			}
 		}
 	}

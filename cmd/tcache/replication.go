@@ -131,7 +131,7 @@ func waitCaughtUp(ctx context.Context, o Options, node *repl.Node, sigc <-chan o
 // replicationStats returns the `stats` hook: this node's id and log
 // history, then per peer (configured ones in replication.peers order, then
 // nodes that only pull from us) repl_peer_<n>_*.
-func replicationStats(node *repl.Node, disk *lsm.DB) func(protocol.StatWriter) {
+func replicationStats(node *repl.Node, eng *engine.Engine, disk *lsm.DB) func(protocol.StatWriter) {
 	id := fmt.Sprintf("%016x", disk.NodeID())
 	return func(w protocol.StatWriter) {
 		w.Str("repl_node_id", id)
@@ -141,6 +141,7 @@ func replicationStats(node *repl.Node, disk *lsm.DB) func(protocol.StatWriter) {
 		}
 		w.Str("repl_log_history", fmt.Sprintf("%016x", hist))
 		w.Uint("repl_log_last_seq", disk.LastSeq())
+		w.Uint("repl_clock_ahead_versions", eng.ClockAhead())
 		peers := node.Stats()
 		w.Uint("repl_peers", uint64(len(peers)))
 		for i, st := range peers {

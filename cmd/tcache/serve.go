@@ -80,6 +80,8 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 		Clock:       clock.Real{},
 		Logger:      logger.With("component", "engine"),
 		Disk:        disk,
+		// Bounds how far a peer's versions move the HLC (docs/replication.md).
+		MaxClockSkew: replClockSkew(o),
 	})
 	if err != nil {
 		return fail(logger, "cannot start engine", err)
@@ -105,7 +107,7 @@ func serve(ctx context.Context, o Options, stderr io.Writer) error {
 				logger.Error("closing replication", "err", err)
 			}
 		}()
-		extraStats = replicationStats(node, disk)
+		extraStats = replicationStats(node, eng, disk)
 	}
 
 	// Catch the signals before serving (and before waiting for
