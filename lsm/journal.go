@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -477,12 +478,7 @@ func (j *journal) Remove(id uint32) error {
 func (j *journal) Segments() []uint32 {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	ids := make([]uint32, 0, len(j.segs))
-	for id := range j.segs {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
+	return slices.Sorted(maps.Keys(j.segs))
 }
 
 // Close writes and syncs the open segment and closes every file.

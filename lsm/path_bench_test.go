@@ -123,12 +123,7 @@ func benchPathPebbleWrite(b *testing.B, value []byte) {
 		}
 		batch.Reset()
 	}
-	// Wait for the flushes and compactions the loop caused, so
-	// their CPU is counted.
-	if err := db.pdb.Flush(); err != nil {
-		b.Fatal(err)
-	}
-	waitCompactions(db)
+	settle(b, db) // the flushes and compactions the loop caused count
 	cpu.report()
 }
 
@@ -219,10 +214,7 @@ func BenchmarkPathRead(b *testing.B) {
 			}
 			batch.Reset()
 		}
-		if err := db.pdb.Flush(); err != nil {
-			b.Fatal(err)
-		}
-		waitCompactions(db)
+		settle(b, db)
 		rng := rand.New(rand.NewPCG(1, 2))
 		key, dst := make([]byte, 0, 32), make([]byte, 0, 8<<10)
 		cpu := startCPU(b)
@@ -270,6 +262,14 @@ func BenchmarkPathRead(b *testing.B) {
 		}
 		cpu.report()
 	})
+}
+
+// settle flushes the memtables and waits for the compactions that follow.
+func settle(b *testing.B, db *DB) {
+	if err := db.pdb.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	waitCompactions(db)
 }
 
 // waitCompactions waits (bounded) until Pebble has had no compaction
