@@ -466,7 +466,7 @@ func clockOffset(remote, sent, recv int64) int64 {
 // checkSkew refuses a peer whose clock offset is beyond MaxClockSkew.
 func (l *Link) checkSkew(peer uint64, offset int64) error {
 	bound := l.node.opts.MaxClockSkew
-	if bound < 0 || time.Duration(max(offset, -offset))*time.Millisecond <= bound {
+	if !skewBeyond(offset, bound) {
 		return nil
 	}
 	l.skewRefused.Add(1)
@@ -475,8 +475,15 @@ func (l *Link) checkSkew(peer uint64, offset int64) error {
 		dir = "behind"
 	}
 	return fmt.Errorf("%w: peer %016x's wall clock is at least %v %s ours, above replication.max_clock_skew %v: fix the clocks (NTP); the link retries",
-		ErrClockSkew, peer, time.Duration(max(offset, -offset))*time.Millisecond, dir, bound)
+		ErrClockSkew, peer, offsetSize(offset), dir, bound)
 }
+
+// offsetSize is the size of a clock offset in ms, either way.
+func offsetSize(ms int64) time.Duration { return time.Duration(max(ms, -ms)) * time.Millisecond }
+
+// skewBeyond reports whether a clock offset in ms is beyond bound (a
+// negative bound: no bound).
+func skewBeyond(ms int64, bound time.Duration) bool { return bound >= 0 && offsetSize(ms) > bound }
 
 func unixMillis(c clock.Clock) int64 { return c.Now().UnixMilli() }
 

@@ -212,7 +212,7 @@ func (s *Server) serveConn(raw net.Conn) {
 	switch {
 	case ss.stats == nil || errors.Is(err, ErrAuth):
 		s.refused.Add(1)
-		if b := s.opts.MaxClockSkew; b >= 0 && time.Duration(max(ss.offset, -ss.offset))*time.Millisecond > b {
+		if b := s.opts.MaxClockSkew; skewBeyond(ss.offset, b) {
 			// The puller most likely closed the link for clock skew.
 			s.log.Warn("repl: refused a link: the puller's clock is off by more than replication.max_clock_skew",
 				"remote", remote, "peer_clock_offset_ms", ss.offset, "max_clock_skew", b.String(), "err", err)
