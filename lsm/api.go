@@ -103,9 +103,17 @@ type Options struct {
 	BlockCacheSize int64 // bytes; default 8 MiB
 	MemTableSize   int64 // bytes per memtable; default 4 MiB
 	// LocationHints is the size in bytes of the table of location hints
-	// (8 bytes a key, lossy; hints.go): a read whose key has a hint skips
-	// the k index. Default 1 MiB; negative means none.
+	// (24 bytes a key, lossy; hints.go): a read whose key has a hint skips
+	// the k index, and for a record in the journal, Pebble. Default 1 MiB;
+	// negative means none.
 	LocationHints int64
+
+	// JournalMin: in cache mode, item records of at least this many bytes
+	// (key excluded) are written to the journal and Pebble holds a
+	// reference to them (docs/disk-tier-next.md). Default 256; negative
+	// keeps every record in Pebble. Persistent mode keeps every record in
+	// Pebble: the journal has no space reclamation for overwrites yet.
+	JournalMin int
 
 	// Codec compresses values of at least CompressMin bytes (default 256)
 	// when that saves at least 1/8. The zero Codec means the default,
@@ -279,7 +287,7 @@ type LogEntry struct {
 // and are tcache_disk_* otherwise; protocol/stats.go prints them.
 type Stats struct {
 	LimitBytes   uint64 // extstore_limit_maxbytes
-	BytesUsed    uint64 // extstore_bytes_used: Pebble's disk space usage
+	BytesUsed    uint64 // extstore_bytes_used: Pebble's and the journal's disk space usage
 	Items        uint64 // tcache_disk_items (extstore_objects_used)
 	ItemBytes    uint64 // tcache_disk_item_bytes: logical bytes of live records
 	Reads        uint64 // extstore_objects_read
@@ -287,24 +295,30 @@ type Stats struct {
 	Writes       uint64 // extstore_objects_written
 	BytesWritten uint64 // extstore_bytes_written
 	BadCRC       uint64 // badcrc_from_extstore
-	HintHits     uint64 // tcache_disk_hint_hits: reads that went straight to the record
-	HintMisses   uint64 // tcache_disk_hint_misses: hinted reads that fell back to the k index
-	Drops        uint64 // tcache_disk_drops: epochs dropped for the limit (cache mode)
-	DroppedItems uint64 // extstore_objects_evicted
-	DroppedBytes uint64 // extstore_bytes_evicted
-	Epochs       uint64 // tcache_disk_epochs: live epochs
-	DiskFull     uint64 // tcache_disk_full_errors: writes refused (persistent mode)
-	WriteErrors  uint64 // tcache_disk_write_errors
-	SweeperRuns  uint64 // tcache_disk_sweeper_runs
-	Swept        uint64 // tcache_disk_swept: expired records deleted by the sweeper
-	Fsyncs       uint64 // tcache_disk_fsyncs: WAL fsyncs
-	Commits      uint64 // tcache_disk_commits
-	CompactDebt  uint64 // tcache_disk_compaction_debt (bytes)
-	LogFirst     uint64 // tcache_log_first_seq
-	LogLast      uint64 // tcache_log_last_seq
-	Tombstones   uint64 // tcache_disk_tombstones: tombstones written (Options.Replicated)
-	TombSwept    uint64 // tcache_disk_tombstones_swept: tombstones removed once the log passed them
-	History      uint64 // tcache_log_history: the current log history id
+	// Lost counts reads of records whose journal frame a crash lost (it
+	// was acknowledged within the last durability interval, or under
+	// durability none): tcache_disk_lost_records. A miss, not damage.
+	Lost            uint64
+	JournalBytes    uint64 // tcache_disk_journal_bytes: bytes of the journal's segments
+	JournalSegments uint64 // tcache_disk_journal_segments
+	HintHits        uint64 // tcache_disk_hint_hits: reads that went straight to the record
+	HintMisses      uint64 // tcache_disk_hint_misses: hinted reads that fell back to the k index
+	Drops           uint64 // tcache_disk_drops: epochs dropped for the limit (cache mode)
+	DroppedItems    uint64 // extstore_objects_evicted
+	DroppedBytes    uint64 // extstore_bytes_evicted
+	Epochs          uint64 // tcache_disk_epochs: live epochs
+	DiskFull        uint64 // tcache_disk_full_errors: writes refused (persistent mode)
+	WriteErrors     uint64 // tcache_disk_write_errors
+	SweeperRuns     uint64 // tcache_disk_sweeper_runs
+	Swept           uint64 // tcache_disk_swept: expired records deleted by the sweeper
+	Fsyncs          uint64 // tcache_disk_fsyncs: WAL fsyncs
+	Commits         uint64 // tcache_disk_commits
+	CompactDebt     uint64 // tcache_disk_compaction_debt (bytes)
+	LogFirst        uint64 // tcache_log_first_seq
+	LogLast         uint64 // tcache_log_last_seq
+	Tombstones      uint64 // tcache_disk_tombstones: tombstones written (Options.Replicated)
+	TombSwept       uint64 // tcache_disk_tombstones_swept: tombstones removed once the log passed them
+	History         uint64 // tcache_log_history: the current log history id
 	// Recounting is 1 while the item and byte counters are being rebuilt
 	// after an unclean shutdown (tcache_disk_recounting); Items and
 	// ItemBytes are then partial.

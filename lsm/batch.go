@@ -34,9 +34,11 @@ type Batch struct {
 
 	applied []Applied // SetApplied
 
-	pb     *pebble.Batch
-	scr    []byte // key scratch for Commit
-	deltas []epochDelta
+	pb        *pebble.Batch
+	scr       []byte // key scratch for Commit
+	ref       []byte // journal reference scratch for Commit
+	deltas    []epochDelta
+	journaled bool // Commit appended frames to the journal
 }
 
 type batchOp struct {
@@ -48,8 +50,9 @@ type batchOp struct {
 	version  Version
 	prev     Location
 	flush    FlushMarker
-	tomb     bool // the record is a tombstone (op LogDelete with Replicated, or a remote one)
-	remote   bool // from a peer: no log entry
+	tomb     bool       // the record is a tombstone (op LogDelete with Replicated, or a remote one)
+	remote   bool       // from a peer: no log entry
+	loc      JournalLoc // where Commit appended the record (Segment 0: in Pebble)
 }
 
 type span struct{ off, n int }
@@ -233,6 +236,7 @@ func (db *DB) Commit(b *Batch) error {
 	seq, hlc, flush := db.mu.seq, db.mu.hlcMax, FlushMarker{}
 	haveFlush := false
 	b.deltas = b.deltas[:0]
+	b.journaled = false
 	var entry LogEntry
 	var scr [64]byte
 	lbuf := scr[:0]
@@ -249,7 +253,15 @@ func (db *DB) Commit(b *Batch) error {
 			// the HLC high-water follows the clock, not it.
 			hlc = max(hlc, min(o.version.HLC, uint64(max(now.UnixMilli(), 0))<<16))
 		} else {
-			db.writeRecordLocked(pb, b, o, key)
+			fseq := seq + 1 // the log entry's seq, written below
+			if o.remote {
+				fseq = 0
+			}
+			if err := db.writeRecordLocked(pb, b, o, key, fseq); err != nil {
+				db.mu.Unlock()
+				db.st.writeErrors.Add(1)
+				return fmt.Errorf("lsm: commit: %w", err)
+			}
 			hlc = max(hlc, o.version.HLC)
 		}
 		if o.remote {
@@ -340,6 +352,19 @@ func (db *DB) Commit(b *Batch) error {
 	db.st.bytesWritten.Add(uint64(b.bytes))
 	switch db.opts.Durability {
 	case DurabilitySync:
+		// The journal's fsync and the WAL's overlap; either may come
+		// first: a reference durable before its frame names a frame
+		// that a crash in between loses, read as a miss (errFrameLost),
+		// and the commit was not acknowledged.
+		if b.journaled {
+			if err := db.syncJournal(); err != nil {
+				db.st.writeErrors.Add(1)
+				db.fail(err)
+				_ = pb.SyncWait()
+				b.pb = nil
+				return fmt.Errorf("lsm: commit: %w", db.failed())
+			}
+		}
 		if err := pb.SyncWait(); err != nil {
 			b.pb = nil
 			db.st.writeErrors.Add(1)
@@ -366,15 +391,17 @@ func (db *DB) updateHintsLocked(b *Batch) {
 		case o.op == LogDelete && !o.tomb:
 			db.hints.clear(o.key.of(b.buf))
 		default:
-			db.hints.set(o.key.of(b.buf), o.at)
+			db.hints.set(o.key.of(b.buf), hint{epoch: o.at, loc: o.loc})
 		}
 	}
 }
 
 // writeRecordLocked adds to pb the Pebble mutations of o, a record (item
 // or tombstone) or a plain delete, over its prev, and the counter deltas
-// to b. Requires mu.
-func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []byte) {
+// to b. An item record of at least JournalMin bytes (cache mode) is
+// appended to the journal as the frame of seq, and d holds its reference.
+// Requires mu.
+func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []byte, seq uint64) error {
 	var scr [4]byte
 	p := o.prev
 	if o.op == LogDelete && !o.tomb {
@@ -385,7 +412,7 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 		}
 		b.scr = appendIndexKey(b.scr[:0], key)
 		_ = pb.Delete(b.scr, nil)
-		return
+		return nil
 	}
 	e := o.epoch
 	if !db.mu.epochs.live(e) {
@@ -399,8 +426,19 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 		db.unindexPrevLocked(pb, b, p, key, o, e)
 	}
 	o.at = e
+	o.loc = JournalLoc{}
+	val := o.rec.of(b.buf)
+	if db.journaled(o) {
+		loc, err := db.appendJournalLocked(seq, key, val)
+		if err != nil {
+			return err
+		}
+		o.loc, b.journaled = loc, true
+		b.ref = appendRef(b.ref[:0], o.exptime, o.version, loc)
+		val = b.ref
+	}
 	b.scr = appendDataKey(b.scr[:0], e, key)
-	_ = pb.Set(b.scr, o.rec.of(b.buf), nil)
+	_ = pb.Set(b.scr, val, nil)
 	// The k entry names the epoch only: an overwrite within the epoch of
 	// the record it replaces leaves it as it is (one memtable insert, WAL
 	// and compaction entry fewer for the common overwrite of a hot key).
@@ -421,6 +459,36 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 		}
 		b.deltas = append(b.deltas, epochDelta{e, 1, int64(len(key) + o.rec.n)})
 	}
+	return nil
+}
+
+// journaled reports whether o's record goes to the journal: a local item
+// record of at least JournalMin bytes, in cache mode. A record from a peer
+// stays in Pebble, in the same WAL batch as the applied offset that
+// SetApplied stores with it: a frame still in the journal's buffer when
+// the process dies would be lost while the offset survived, and the node
+// would resume pulling past a record it never kept.
+func (db *DB) journaled(o *batchOp) bool {
+	return db.opts.Mode == ModeCache && !o.tomb && !o.remote && db.opts.JournalMin >= 0 && o.rec.n >= db.opts.JournalMin
+}
+
+// appendJournalLocked appends the frame of (seq, key, rec) to the journal.
+// The open segment always has the current epoch (a segment only holds
+// records of epochs at or below its own: it is removed when its epoch is
+// dropped) and at most maxSegmentSize bytes. Requires mu.
+func (db *DB) appendJournalLocked(seq uint64, key, rec []byte) (JournalLoc, error) {
+	if cur := db.mu.epochs.cur; db.j.Epoch() < cur || db.j.OpenSize() >= maxSegmentSize {
+		prev, prevEpoch := db.j.Segment(), db.j.Epoch()
+		if err := db.j.Roll(prev+1, cur); err != nil {
+			return JournalLoc{}, err
+		}
+		if prevEpoch < db.mu.epochs.lo {
+			// Open while its epochs were dropped (a flush_all): it
+			// holds nothing live.
+			_ = db.j.Remove(prev)
+		}
+	}
+	return db.j.Append(seq, key, rec)
 }
 
 // unindexPrevLocked deletes the x or t entry of the previous record p of

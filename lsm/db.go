@@ -18,11 +18,13 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// DB is tcache's disk tier: one Pebble store. It is safe for concurrent
-// use; the engine serialises writes of one key (its stripe locks).
+// DB is tcache's disk tier: one Pebble store and, in cache mode, the
+// journal of item records it references. It is safe for concurrent use;
+// the engine serialises writes of one key (its stripe locks).
 type DB struct {
 	opts  Options
 	pdb   *pebble.DB
+	j     *journal // item records (journal.go); Pebble's d holds references
 	cache *pebble.Cache
 	codec *recordCodec
 	log   *slog.Logger
@@ -91,11 +93,12 @@ type DB struct {
 		drops, droppedItems, droppedBytes, diskFull          atomic.Uint64
 		writeErrors, sweeperRuns, swept, commits, compactDbt atomic.Uint64
 		tombstones, tombSwept                                atomic.Uint64
-		hintHits, hintMisses                                 atomic.Uint64
+		hintHits, hintMisses, lost                           atomic.Uint64
 	}
 
-	keyBufs sync.Pool // *[]byte scratch for keys on the read path
-	hints   *hints    // location hints (nil: Options.LocationHints 0)
+	keyBufs   sync.Pool // *[]byte scratch for keys on the read path
+	frameBufs sync.Pool // *[]byte scratch for journal frames on the read path
+	hints     *hints    // location hints (nil: Options.LocationHints 0)
 
 	bg struct {
 		stop chan struct{}
@@ -133,6 +136,7 @@ func Open(opts Options) (*DB, error) {
 		db.wo = pebble.Sync
 	}
 	db.keyBufs.New = func() any { b := make([]byte, 0, 256); return &b }
+	db.frameBufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	db.cache = pebble.NewCache(opts.BlockCacheSize)
 	db.hints = newHints(opts.LocationHints)
 	el := &pebble.EventListener{
@@ -150,6 +154,9 @@ func Open(opts Options) (*DB, error) {
 	}
 	db.pdb = pdb
 	if err := db.load(); err != nil {
+		if db.j != nil {
+			_ = db.j.Close()
+		}
 		_ = pdb.Close()
 		db.cache.Unref()
 		return nil, err
@@ -214,7 +221,7 @@ func checkFormat(fs vfs.FS, dir string) error {
 	if derr != nil {
 		return fmt.Errorf("%w: %s: %v (expected %s/%d)", ErrIncompatible, dir, derr, formatMagic, formatVersion)
 	}
-	if found != formatVersion {
+	if found != formatVersion && found != formatVersionPebbleOnly {
 		return fmt.Errorf("%w: %s has format %s/%d, expected %s/%d", ErrIncompatible, dir, formatMagic, found, formatMagic, formatVersion)
 	}
 	return nil
@@ -269,6 +276,12 @@ func (db *DB) load() error {
 	} else if v == nil {
 		fresh = true
 		_ = b.Set(metaFormat, encodeFormat(formatVersion), nil)
+	} else if f, _ := decodeFormat(v); f == formatVersionPebbleOnly {
+		// Every record of a version 1 store is in Pebble, which version 2
+		// reads as it is; the marker moves on before any reference is
+		// written, so that an older tcache refuses the store from now on.
+		_ = b.Set(metaFormat, encodeFormat(formatVersion), nil)
+		db.log.Info("disk store format upgraded", "from", f, "to", formatVersion)
 	}
 	var clean bool
 	closed := -1 // absent: a store from before histories (treated as clean)
@@ -338,6 +351,17 @@ func (db *DB) load() error {
 	}
 	db.mu.indexDirty = true // finish any index pass a previous run left
 	db.publishEpochs()
+	// The journal: appends continue in its last segment only after a
+	// clean close; segments of epochs dropped before a crash go now.
+	j, err := openJournal(db.opts.FS, db.opts.FS.PathJoin(db.opts.Dir, journalDirName),
+		db.mu.epochs.cur, fresh || closed != 0, &db.fsyncs)
+	if err != nil {
+		return err
+	}
+	db.j = j
+	if _, err := j.RemoveBelow(db.mu.epochs.lo); err != nil {
+		return err
+	}
 	if !clean && !fresh {
 		db.recounting.Store(true)
 	}
@@ -479,11 +503,26 @@ func (db *DB) syncWAL() {
 		return
 	}
 	seq := db.lastSeq.Load()
+	// The journal first: a reference made durable by the WAL fsync below
+	// then names a durable frame.
+	if err := db.syncJournal(); err != nil {
+		db.st.writeErrors.Add(1)
+		return
+	}
 	if err := db.pdb.LogData(nil, pebble.Sync); err != nil || db.failed() != nil {
 		db.st.writeErrors.Add(1)
 		return
 	}
 	db.advanceDurable(seq)
+}
+
+// syncJournal writes the journal's appended frames and fsyncs them.
+func (db *DB) syncJournal() error {
+	end, err := db.j.Write()
+	if err == nil {
+		err = db.j.SyncTo(end)
+	}
+	return err
 }
 
 func (db *DB) advanceDurable(seq uint64) {
@@ -541,7 +580,13 @@ func (db *DB) Close() error {
 	db.closeMu.Lock()
 	defer db.closeMu.Unlock()
 	var errs []error
-	if db.failed() == nil {
+	// The journal is written and synced before the store is marked closed
+	// cleanly: a clean close promises every referenced frame is on disk.
+	jerr := db.j.Close()
+	if jerr != nil {
+		errs = append(errs, jerr)
+	}
+	if db.failed() == nil && jerr == nil {
 		db.mu.Lock()
 		b := db.pdb.NewBatch()
 		_ = b.Set(metaHLC, u64(max(db.mu.hlcReserved, db.mu.hlcMax)), nil)
@@ -582,7 +627,7 @@ func (db *DB) Close() error {
 // refreshUsage measures Pebble's disk space usage and compaction debt.
 func (db *DB) refreshUsage() {
 	m := db.pdb.Metrics()
-	db.usage.Store(int64(diskUsage(m)))
+	db.usage.Store(int64(diskUsage(m)) + db.j.Size())
 	// Recycled WAL files are bounded by the memtables, not by the data, and
 	// obsolete and zombie tables and blob files are being deleted: the
 	// limit is enforced on the rest, so that a drop is not repeated while
@@ -617,32 +662,35 @@ func (db *DB) Stats() Stats {
 	epochs := uint64(db.mu.epochs.cur-db.mu.epochs.lo) + 1
 	db.mu.Unlock()
 	s := Stats{
-		LimitBytes:   uint64(db.opts.DiskLimit),
-		BytesUsed:    uint64(max(db.usage.Load(), 0)),
-		Items:        uint64(max(items, 0)),
-		ItemBytes:    uint64(max(bytes, 0)),
-		Reads:        db.st.reads.Load(),
-		BytesRead:    db.st.bytesRead.Load(),
-		Writes:       db.st.writes.Load(),
-		BytesWritten: db.st.bytesWritten.Load(),
-		BadCRC:       db.st.badCRC.Load(),
-		HintHits:     db.st.hintHits.Load(),
-		HintMisses:   db.st.hintMisses.Load(),
-		Drops:        db.st.drops.Load(),
-		DroppedItems: db.st.droppedItems.Load(),
-		DroppedBytes: db.st.droppedBytes.Load(),
-		Epochs:       epochs,
-		DiskFull:     db.st.diskFull.Load(),
-		WriteErrors:  db.st.writeErrors.Load(),
-		SweeperRuns:  db.st.sweeperRuns.Load(),
-		Swept:        db.st.swept.Load(),
-		Fsyncs:       db.fsyncs.Load(),
-		Commits:      db.st.commits.Load(),
-		CompactDebt:  db.st.compactDbt.Load(),
-		LogFirst:     db.logFirst.Load(),
-		LogLast:      db.lastSeq.Load(),
-		Tombstones:   db.st.tombstones.Load(),
-		TombSwept:    db.st.tombSwept.Load(),
+		LimitBytes:      uint64(db.opts.DiskLimit),
+		BytesUsed:       uint64(max(db.usage.Load(), 0)),
+		Items:           uint64(max(items, 0)),
+		ItemBytes:       uint64(max(bytes, 0)),
+		Reads:           db.st.reads.Load(),
+		BytesRead:       db.st.bytesRead.Load(),
+		Writes:          db.st.writes.Load(),
+		BytesWritten:    db.st.bytesWritten.Load(),
+		BadCRC:          db.st.badCRC.Load(),
+		Lost:            db.st.lost.Load(),
+		JournalBytes:    uint64(db.j.Size()),
+		JournalSegments: uint64(len(db.j.Segments())),
+		HintHits:        db.st.hintHits.Load(),
+		HintMisses:      db.st.hintMisses.Load(),
+		Drops:           db.st.drops.Load(),
+		DroppedItems:    db.st.droppedItems.Load(),
+		DroppedBytes:    db.st.droppedBytes.Load(),
+		Epochs:          epochs,
+		DiskFull:        db.st.diskFull.Load(),
+		WriteErrors:     db.st.writeErrors.Load(),
+		SweeperRuns:     db.st.sweeperRuns.Load(),
+		Swept:           db.st.swept.Load(),
+		Fsyncs:          db.fsyncs.Load(),
+		Commits:         db.st.commits.Load(),
+		CompactDebt:     db.st.compactDbt.Load(),
+		LogFirst:        db.logFirst.Load(),
+		LogLast:         db.lastSeq.Load(),
+		Tombstones:      db.st.tombstones.Load(),
+		TombSwept:       db.st.tombSwept.Load(),
 	}
 	if n := len(db.hists); n > 0 {
 		s.History = db.hists[n-1].ID

@@ -1,15 +1,17 @@
-// Package lsm is tcache's disk tier: everything that touches Pebble, the LSM
-// key-value store under data_dir.
+// Package lsm is tcache's disk tier: a Pebble store (the LSM key-value
+// store under data_dir) and, in cache mode, a journal of item records
+// that Pebble references.
 //
 // # Contract
 //
 // It owns the record encoding and the key spaces — item data, the key
 // index, the node's write-ahead log, metadata and the expiry index (api.go
 // lists the API). A Batch commits data records and their log entries
-// together, with the configured durability: sync (acknowledged after fsync;
-// concurrent commits share fsyncs), interval (a syncer fsyncs the WAL every
-// DurabilityInterval) or none (no WAL; Close flushes the memtables). A
-// committed record is readable at once. In cache mode the disk stays near
+// together, with the configured durability: sync (acknowledged after fsync
+// of the journal and the WAL; concurrent commits share fsyncs), interval (a
+// syncer writes and fsyncs the journal, then the WAL, every
+// DurabilityInterval) or none (no WAL; Close writes the journal and flushes
+// the memtables). A committed record is readable at once. In cache mode the disk stays near
 // DiskLimit by dropping the oldest data in whole epochs (range deletions and
 // a compaction, so files are freed); in persistent mode nothing is dropped
 // and Commit returns ErrDiskFull at the limit. Maintain sweeps expired
@@ -44,7 +46,7 @@
 // One Pebble keyspace split by the first byte. Integers are big-endian, so
 // byte order is numeric order.
 //
-//	d | epoch u32 | user key                 → record          item data, by epoch
+//	d | epoch u32 | user key                 → record or ref   item data, by epoch
 //	k | user key                             → epoch u32       where the current record is
 //	l | seq u64                              → log entry       this node's log
 //	x | exptime u64 | epoch u32 | user key   → (empty)         expiry index, by time
@@ -52,9 +54,12 @@
 //	m | name                                 → metadata
 //
 // A k entry names an epoch only: a write over a record of the same epoch
-// leaves it alone (one memtable insert fewer per overwrite). Records of
-// at least 256 bytes live in Pebble blob files (value separation,
-// pebble.go), so compactions move their keys, not their bytes.
+// leaves it alone (one memtable insert fewer per overwrite). In cache
+// mode, a local item record of at least JournalMin bytes (default 256) is
+// appended to the journal and its d value is a journal reference (below);
+// other records are the d value itself, those of at least 256 bytes in
+// Pebble blob files (value separation, pebble.go), so compactions move
+// their keys, not their bytes.
 //
 // The live epochs are a range [lo, cur]. Writes go to cur. The epoch
 // advances every DiskLimit/32 bytes written (cache mode) and at a flush_all;
@@ -84,6 +89,18 @@
 // CompressMin bytes is compressed and kept compressed only when that saves
 // at least 1/8. Decoding checks the length, format, kind, codec, bits, CRC
 // and the decompressed length; any failure is ErrCorrupt.
+//
+// # Journal reference (value of a d key whose record is in the journal)
+//
+//	+------+-----------+-----------+-----------+---------+---------+---------+---------+
+//	|format|  exptime  |version HLC|version    | segment | offset  | length  | CRC-32C |
+//	|  =2  |  i64 s    |  u64      | node u64  |  u32    |  u64    | u32     | u32     |
+//	+------+-----------+-----------+-----------+---------+---------+---------+---------+
+//
+// 45 bytes: what the maintenance passes and the write path need without
+// reading the record (expiry, version), and where the frame is. A record
+// read through it must be a frame of the same key with a record of the
+// same version, or it is ErrCorrupt.
 //
 // # Log entry (value of an l key)
 //
@@ -122,14 +139,28 @@
 // Commits are serialised by one mutex that assigns sequence numbers and
 // enters Pebble's commit pipeline in that order (Apply, or ApplyNoSyncWait
 // for sync durability, whose fsync is awaited after the mutex is released
-// so concurrent commits share fsyncs). Maintenance works in bounded chunks
-// under the same mutex. Reads take no mutex.
+// so concurrent commits share fsyncs, the journal's as well). Maintenance
+// works in bounded chunks under the same mutex. Reads take no mutex (a
+// frame still in the journal's buffer is copied under the journal's own).
 //
-// # Journal (journal.go; not used by DB yet)
+// # Journal (journal.go, in <Dir>/journal; docs/disk-tier-next.md)
 //
-// Step 1 of the next data path (docs/disk-tier-next.md): append-only
-// segment files of frames (seq, key, record, CRC-32C), read back by
-// location, with shared fdatasyncs and torn-tail handling at open. Step 2
-// moves the records of local puts there and keeps only their locations
-// in Pebble.
+// Append-only segment files of frames (seq, key, record, CRC-32C), each
+// tagged with the newest epoch whose records it may hold. Commit appends
+// under the commit mutex (rolling to a new segment when the epoch advances
+// or the segment passes 32 MiB) and Pebble gets the 45-byte reference
+// instead of the record: that takes the value out of the WAL, the memtable
+// and the blob files. Frames are written with one write(2) per 256 KiB,
+// per sync commit group, per interval, or at Close, and read from the
+// buffer until then. A read with a location hint does one pread and no
+// Pebble read at all. Dropping epochs (disk limit, flush_all) removes the
+// segments below the oldest live epoch after the range deletion of their
+// references commits; Open removes any a crash left. Records from peers
+// and all records in persistent mode stay in Pebble (api.go, JournalMin).
+//
+// A crash can lose frames that were appended and not yet written while
+// their references survive in the WAL (durability interval or none; never
+// an acknowledged sync commit). Open scans the segment that was open; a
+// reference past its valid end reads as a miss counted in Stats.Lost, not
+// as damage, and appends go to a new segment.
 package lsm

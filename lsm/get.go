@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -15,7 +16,8 @@ import (
 // Record.Found is false and Record.Where says the key has no record. A
 // record that fails its checks returns ErrCorrupt (counted in BadCRC,
 // logged at most once a second) with Found false and Record.Where still
-// locating it, so that an overwrite removes it.
+// locating it, so that an overwrite removes it; so does, without an error,
+// a record whose journal frame a crash lost (counted in Lost).
 //
 // Get does not apply expiry or the flush marker: those are memcached's rules
 // and the engine's job. It does not allocate on a hit when dst has room for
@@ -28,10 +30,15 @@ func (db *DB) Get(dst, key []byte) (Record, error) {
 	}
 	bp := db.keyBufs.Get().(*[]byte)
 	defer db.keyBufs.Put(bp)
+	fb := db.frameBufs.Get().(*[]byte)
+	defer db.frameBufs.Put(fb)
 	var rec Record
-	where, v, closer, err := db.find(bp, key)
+	where, v, closer, err := db.find(bp, fb, key, true)
 	rec.Where = where
 	if err != nil || v == nil {
+		if errors.Is(err, ErrCorrupt) {
+			db.corrupt(key, where.Epoch, err)
+		}
 		return rec, err
 	}
 	err = db.codec.decodeRecord(dst, v, &rec)
@@ -52,28 +59,49 @@ func (db *DB) Get(dst, key []byte) (Record, error) {
 	return rec, nil
 }
 
-// find reads the current record of key: where it is and its encoded bytes
-// (v, valid until closer is closed), or v nil when the key has no record
-// (where says so). It tries the key's location hint first and falls back
-// to the k index (locate). bp is scratch.
-func (db *DB) find(bp *[]byte, key []byte) (where Location, v []byte, closer io.Closer, err error) {
+// nopCloser closes a value that needs no closing (a journal frame read
+// into a scratch buffer).
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
+
+// find reads the current record of key: where it is and its stored bytes
+// (v, valid until closer is closed, and while fb is not reused), or v nil
+// when the key has no record (where says so). It tries the key's location
+// hint first and falls back to the k index (locate). With resolve, v is
+// the record itself, read from the journal when d holds a reference to it
+// (a lost frame is a miss with where still locating it; a frame that is
+// not the key's record is ErrCorrupt, also with where); without, v is what
+// d holds. bp and fb are scratch.
+func (db *DB) find(bp, fb *[]byte, key []byte, resolve bool) (where Location, v []byte, closer io.Closer, err error) {
 	gen := db.sweepGen.Load()
-	var seen uint64
+	var seen hintSlot
+	found := false
 	if db.hints != nil {
-		epoch, ok, s := db.hints.get(key)
+		hn, ok, s := db.hints.get(key)
 		seen = s
-		if ok && db.epochLive(epoch) {
-			*bp = appendDataKey((*bp)[:0], epoch, key)
+		if ok && db.epochLive(hn.epoch) {
+			if resolve && hn.loc.Segment != 0 {
+				fr, buf, err := db.j.Read(*fb, hn.loc)
+				*fb = buf
+				if err == nil && string(fr.Key) == string(key) {
+					db.st.hintHits.Add(1)
+					where = Location{Known: true, Present: true, Epoch: hn.epoch, Size: uint32(len(key) + len(fr.Record)), gen: gen}
+					return where, fr.Record, nopCloser{}, nil
+				}
+			}
+			*bp = appendDataKey((*bp)[:0], hn.epoch, key)
 			v, closer, err = db.pdb.Get(*bp)
 			switch {
 			case err == nil:
 				db.st.hintHits.Add(1)
-				where = Location{Known: true, Present: true, Epoch: epoch, Size: uint32(len(key) + len(v)), gen: gen}
-				return where, v, closer, nil
+				where = Location{Known: true, Present: true, Epoch: hn.epoch, gen: gen}
+				found = true
 			case !errors.Is(err, pebble.ErrNotFound):
 				return Location{}, nil, nil, fmt.Errorf("lsm: get: %w", err)
+			default:
+				db.st.hintMisses.Add(1)
 			}
-			db.st.hintMisses.Add(1)
 		}
 	}
 	// k then d are two reads, not one snapshot: a commit that moves the
@@ -84,7 +112,7 @@ func (db *DB) find(bp *[]byte, key []byte) (where Location, v []byte, closer io.
 	// epoch after the second read). Epochs only grow, so each retry
 	// follows a newer write; the bound only guards against a writer that
 	// moves the key on every read.
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; !found; attempt++ {
 		prev := where
 		where, err = db.locate(bp, key)
 		where.gen = gen
@@ -106,11 +134,53 @@ func (db *DB) find(bp *[]byte, key []byte) (where Location, v []byte, closer io.
 			return Location{Known: true, gen: gen}, nil, nil, nil
 		}
 	}
-	if db.hints != nil {
-		db.hints.install(key, where.Epoch, seen)
+	where.Size = uint32(storedSize(key, v))
+	hn := hint{epoch: where.Epoch}
+	if isRef(v) {
+		_, _, hn.loc, _ = parseRef(v)
 	}
-	where.Size = uint32(len(key) + len(v))
-	return where, v, closer, nil
+	if db.hints != nil {
+		db.hints.install(key, hn, seen)
+	}
+	if !resolve || !isRef(v) {
+		return where, v, closer, nil
+	}
+	rec, err := db.readRef(fb, key, v)
+	closer.Close()
+	switch {
+	case err == nil:
+		return where, rec, nopCloser{}, nil
+	case errors.Is(err, errFrameLost):
+		db.st.lost.Add(1)
+		return where, nil, nil, nil
+	case errors.Is(err, os.ErrNotExist) && !db.epochLive(where.Epoch):
+		return Location{Known: true, gen: gen}, nil, nil, nil // dropped meanwhile
+	}
+	return where, nil, nil, err
+}
+
+// readRef reads the record that ref, key's d value, names from the
+// journal into fb and returns it. It must be key's frame and hold a
+// record of the reference's version; otherwise, and when the segment is
+// gone from a live epoch, the result is ErrCorrupt.
+func (db *DB) readRef(fb *[]byte, key, ref []byte) ([]byte, error) {
+	_, ver, loc, err := parseRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	fr, buf, err := db.j.Read(*fb, loc)
+	*fb = buf
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	case err != nil:
+		return nil, err
+	case string(fr.Key) != string(key):
+		return nil, fmt.Errorf("%w: journal frame at %+v holds another key", ErrCorrupt, loc)
+	case recordVersion(fr.Record) != ver:
+		return nil, fmt.Errorf("%w: journal frame at %+v holds version %v, want %v", ErrCorrupt, loc, recordVersion(fr.Record), ver)
+	}
+	return fr.Record, nil
 }
 
 // maxFindRetries bounds find's rereads of k after a record moved.
@@ -152,22 +222,29 @@ func (db *DB) lookup(key []byte) (Location, error) {
 	return db.lookupOpen(key)
 }
 
-// lookupOpen is lookup for a caller that holds closeMu.
+// lookupOpen is lookup for a caller that holds closeMu. It reads Pebble
+// only: a journal reference carries the record's exptime.
 func (db *DB) lookupOpen(key []byte) (Location, error) {
 	bp := db.keyBufs.Get().(*[]byte)
 	defer db.keyBufs.Put(bp)
-	where, v, closer, err := db.find(bp, key)
+	where, v, closer, err := db.find(bp, nil, key, false)
 	if err != nil || v == nil {
 		return where, err
 	}
 	defer closer.Close()
-	if h, _, err := parseRecordHeader(v); err == nil {
+	setHeader(&where, v)
+	return where, nil
+}
+
+// setHeader copies the expiry (or a tombstone's time) of the stored value
+// v (a record or a journal reference) into where.
+func setHeader(where *Location, v []byte) {
+	if h, _, _, err := parseStored(v); err == nil {
 		where.Exptime = h.exptime
 		if h.kind == KindTombstone {
 			where.Tombstone, where.Exptime = true, h.time
 		}
 	}
-	return where, nil
 }
 
 // GetRaw appends the encoded current record of key (an item, with its
@@ -187,17 +264,14 @@ func (db *DB) GetRaw(dst, key []byte) (raw []byte, where Location, err error) {
 func (db *DB) getRawOpen(dst, key []byte) ([]byte, Location, error) {
 	bp := db.keyBufs.Get().(*[]byte)
 	defer db.keyBufs.Put(bp)
-	where, v, closer, err := db.find(bp, key)
+	fb := db.frameBufs.Get().(*[]byte)
+	defer db.frameBufs.Put(fb)
+	where, v, closer, err := db.find(bp, fb, key, true)
 	if err != nil || v == nil {
 		return nil, where, err
 	}
 	defer closer.Close()
-	if h, _, err := parseRecordHeader(v); err == nil {
-		where.Exptime = h.exptime
-		if h.kind == KindTombstone {
-			where.Tombstone, where.Exptime = true, h.time
-		}
-	}
+	setHeader(&where, v)
 	return append(dst, v...), where, nil
 }
 

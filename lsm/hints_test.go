@@ -76,7 +76,7 @@ func TestHintsFollowWrites(t *testing.T) {
 	// A stale hint (the previous epoch, as if a reader had raced a
 	// commit): the read falls back to the k index, counts a miss, and
 	// the hint is repaired.
-	db.hints.set([]byte("k"), e1)
+	db.hints.set([]byte("k"), hint{epoch: e1})
 	before := db.Stats()
 	if v, ok := hintGet(t, db, "k"); !ok || v != "v2" {
 		t.Fatalf("with a stale hint: %q %v", v, ok)
@@ -162,7 +162,7 @@ func TestHintsTinyTable(t *testing.T) {
 			t.Fatalf("%s = %q %v, want %q", k, got, ok, v)
 		}
 	}
-	if newHints(7) != nil || len(newHints(8).slots) != 1 || len(newHints(1<<20).slots) != 1<<17 {
+	if newHints(hintSlotSize-1) != nil || len(newHints(hintSlotSize).slots) != 1 || len(newHints(1<<20).slots) != 1<<15 {
 		t.Fatal("newHints sizes")
 	}
 }

@@ -17,18 +17,21 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// The journal is step 1 of the next data path (docs/disk-tier-next.md):
-// append-only segment files that will hold item records outside Pebble,
-// each record written once, read back by its location with one ReadAt.
-// It is complete on its own (tests, fuzz target, BenchmarkPathWrite) and
-// not yet used by DB: step 2 writes the records of local puts here and
-// their locations to Pebble.
+// The journal holds the records of items outside Pebble (cache mode;
+// docs/disk-tier-next.md): append-only segment files, each record written
+// once and read back by its location with one ReadAt, while Pebble holds
+// a reference to it (record.go, journalRef).
 //
 // A segment is a file named by its id (%08d.jnl) in the journal's
-// directory: a 16-byte header, then frames.
+// directory: a 20-byte header, then frames.
 //
-//	header: "tcache-journal\x00" (15 bytes) | version u8 = 1
+//	header: "tcache-journal\x00" (15 bytes) | version u8 = 1 | epoch u32
 //	frame:  len u32 | seq u64 | key len u16 | key | record | CRC-32C u32
+//
+// The epoch of a segment is the newest store epoch whose records it may
+// hold: DB rolls to a new segment when the epoch advances and removes a
+// segment once its epoch is dropped (every reference to it is in an epoch
+// at or below its own).
 //
 // len counts the bytes from seq to the end of record; the CRC covers len
 // and those bytes, so a frame cut short by a crash, or bytes that were
@@ -36,30 +39,39 @@ import (
 //
 // Appends are serialized by the caller (DB's commit mutex): Append copies
 // a frame into the open segment's buffer and returns its location at
-// once; Write hands everything appended to the file with one write(2);
-// SyncTo makes a written offset durable, and concurrent callers share one
-// fdatasync (group commit). An I/O error is sticky: the segment refuses
+// once; Write hands everything appended to the file with one write(2),
+// and may be called from any goroutine (a sync commit, the interval
+// syncer); SyncTo makes a written offset durable, and concurrent callers
+// share one fdatasync (group commit). A frame appended and not yet written
+// is read from the buffer. An I/O error is sticky: the segment refuses
 // further appends, as DB refuses commits after a failed WAL write.
 //
-// At open, the newest segment is scanned. When it ends in a valid frame it
-// is appended to; otherwise (a torn tail, or damage) it is left as it is,
-// readable by location, and appends go to a new segment: nothing that may
-// hold a valid frame is truncated.
+// At open after a clean close the newest segment is appended to where it
+// ends. After a crash it is scanned instead: the frames it holds stay
+// readable by location, a location past them is lost (errFrameLost: its
+// frame was still in the buffer when the process died) and appends go to
+// a new segment, so nothing that may hold a valid frame is truncated or
+// overwritten.
 type journal struct {
-	fs  vfs.FS
-	dir string
+	fs     vfs.FS
+	dir    string
+	fsyncs *atomic.Uint64 // counts fdatasyncs (nil: not counted)
 
 	w atomic.Pointer[segmentWriter] // the open segment; nil after Close
+	// wmu guards the open segment's buffer and offset (Append, Write,
+	// Read of an unwritten frame) and the change of open segment (Roll).
+	wmu sync.Mutex
 
-	mu   sync.Mutex
-	segs map[uint32]*segmentFile // every segment on disk, by id
+	mu     sync.Mutex
+	segs   map[uint32]*segmentFile // every segment on disk, by id
+	sealed int64                   // bytes of the segments other than the open one
 }
 
 // JournalLoc is where a frame is: its segment, its offset in the segment
 // and its length (the whole frame).
 type JournalLoc struct {
-	Segment uint32
 	Off     int64
+	Segment uint32
 	Len     uint32
 }
 
@@ -74,7 +86,7 @@ type journalFrame struct {
 const (
 	journalMagic      = "tcache-journal\x00"
 	journalVersion    = 1
-	journalHeaderLen  = len(journalMagic) + 1
+	journalHeaderLen  = len(journalMagic) + 1 + 4
 	frameLenSize      = 4
 	frameFixed        = 8 + 2 // seq, key length
 	frameOverhead     = frameLenSize + frameFixed + 4
@@ -82,11 +94,17 @@ const (
 	maxFrameBody      = frameFixed + maxJournalKey + MaxValueSize + recordOverhead + 64
 	journalSuffix     = ".jnl"
 	journalWriteChunk = 256 << 10 // Append writes the buffer at this size by itself
+	maxSegmentSize    = 32 << 20  // DB rolls to a new segment past this size
 )
 
 // ErrJournalFailed is returned by every append after a write or sync of
 // the open segment failed.
 var ErrJournalFailed = errors.New("lsm: journal write failed")
+
+// errFrameLost is a location past the frames a segment held when the
+// process died: the frame was appended and never written. It is a miss,
+// not damage.
+var errFrameLost = errors.New("lsm: journal frame lost in a crash")
 
 // appendFrame appends the frame of (seq, key, rec) to dst.
 func appendFrame(dst []byte, seq uint64, key, rec []byte) []byte {
@@ -137,12 +155,24 @@ func segmentName(id uint32) string { return fmt.Sprintf("%08d%s", id, journalSuf
 // descriptor's number may be reused by another file).
 type segmentFile struct {
 	f       vfs.File
-	refs    int // under journal.mu
+	epoch   uint32
+	size    int64 // bytes when sealed (0 for the open segment)
+	lostAt  int64 // > 0: frames at or past this offset were lost in a crash
+	refs    int   // under journal.mu
 	removed bool
 }
 
-// openJournal opens (creating it if needed) the journal in dir.
-func openJournal(fs vfs.FS, dir string) (*journal, error) {
+// SegmentInfo describes a segment on disk.
+type SegmentInfo struct {
+	ID    uint32
+	Epoch uint32
+}
+
+// openJournal opens (creating it if needed) the journal in dir. After a
+// clean close (clean) appends continue in the newest segment when its
+// epoch is epoch; otherwise, and after a crash, they go to a new segment
+// of epoch. fsyncs (may be nil) counts the journal's fdatasyncs.
+func openJournal(fs vfs.FS, dir string, epoch uint32, clean bool, fsyncs *atomic.Uint64) (*journal, error) {
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lsm: journal: %w", err)
 	}
@@ -150,7 +180,11 @@ func openJournal(fs vfs.FS, dir string) (*journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lsm: journal: %w", err)
 	}
-	j := &journal{fs: fs, dir: dir, segs: map[uint32]*segmentFile{}}
+	j := &journal{fs: fs, dir: dir, fsyncs: fsyncs, segs: map[uint32]*segmentFile{}}
+	// The directory's own entry must survive a crash too.
+	if err := syncDir(fs, fs.PathDir(dir)); err != nil {
+		return nil, err
+	}
 	var ids []uint32
 	for _, name := range names {
 		base, ok := strings.CutSuffix(name, journalSuffix)
@@ -165,62 +199,79 @@ func openJournal(fs vfs.FS, dir string) (*journal, error) {
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		f, err := fs.Open(fs.PathJoin(dir, segmentName(id)))
+		s, err := openSegmentFile(fs, fs.PathJoin(dir, segmentName(id)))
 		if err != nil {
 			j.closeFiles()
-			return nil, fmt.Errorf("lsm: journal: %w", err)
+			return nil, fmt.Errorf("lsm: journal: segment %d: %w", id, err)
 		}
-		j.segs[id] = &segmentFile{f: f}
+		j.segs[id] = s
+		j.sealed += s.size
 	}
 	next := uint32(1)
 	if len(ids) > 0 {
 		last := ids[len(ids)-1]
 		next = last + 1
-		end, clean, err := j.scanEnd(last)
-		if err != nil {
-			j.closeFiles()
-			return nil, err
-		}
-		if clean {
-			w, err := reopenSegment(fs, fs.PathJoin(dir, segmentName(last)), last, end)
+		s := j.segs[last]
+		if clean && s.epoch == epoch {
+			w, err := reopenSegment(fs, fs.PathJoin(dir, segmentName(last)), last, epoch, s.size, fsyncs)
 			if err != nil {
 				j.closeFiles()
 				return nil, err
 			}
+			j.sealed -= s.size
+			s.size = 0
 			j.w.Store(w)
 			return j, nil
 		}
+		if !clean {
+			end, err := j.Scan(last, func(JournalLoc, journalFrame) bool { return true })
+			if err != nil && !errors.Is(err, ErrCorrupt) {
+				j.closeFiles()
+				return nil, err
+			}
+			s.lostAt = max(end, int64(journalHeaderLen))
+		}
 	}
-	if err := j.create(next); err != nil {
+	if err := j.create(next, epoch); err != nil {
 		j.closeFiles()
 		return nil, err
 	}
 	return j, nil
 }
 
-// scanEnd reports where the frames of segment id end and whether the file
-// ends there (no torn or damaged bytes after them).
-func (j *journal) scanEnd(id uint32) (end int64, clean bool, err error) {
-	end, err = j.Scan(id, func(JournalLoc, journalFrame) bool { return true })
-	if err != nil && !errors.Is(err, ErrCorrupt) {
-		return 0, false, err
+// openSegmentFile opens a segment for reading and reads its header.
+func openSegmentFile(fs vfs.FS, path string) (*segmentFile, error) {
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, err
 	}
-	st, serr := j.segs[id].f.Stat()
-	if serr != nil {
-		return 0, false, fmt.Errorf("lsm: journal: %w", serr)
+	st, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, err
 	}
-	return end, err == nil && end == st.Size(), nil
+	hdr := make([]byte, journalHeaderLen)
+	if _, err := f.ReadAt(hdr, 0); err != nil || string(hdr[:len(journalMagic)]) != journalMagic {
+		_ = f.Close()
+		return nil, fmt.Errorf("%w: no journal header (%d bytes)", ErrCorrupt, st.Size())
+	}
+	if v := hdr[len(journalMagic)]; v != journalVersion {
+		_ = f.Close()
+		return nil, fmt.Errorf("%w: journal version %d, this tcache reads %d", ErrCorrupt, v, journalVersion)
+	}
+	return &segmentFile{f: f, epoch: binary.BigEndian.Uint32(hdr[len(journalMagic)+1:]), size: st.Size()}, nil
 }
 
-// create starts segment id, makes it the open segment and syncs the
-// directory, so that a durable frame is never in a file a crash forgets.
-func (j *journal) create(id uint32) error {
+// create starts segment id of epoch, makes it the open segment and syncs
+// the directory, so that a durable frame is never in a file a crash
+// forgets. Requires wmu (or exclusive access during open).
+func (j *journal) create(id, epoch uint32) error {
 	path := j.fs.PathJoin(j.dir, segmentName(id))
 	f, err := j.fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("lsm: journal: %w", err)
 	}
-	hdr := append([]byte(journalMagic), journalVersion)
+	hdr := binary.BigEndian.AppendUint32(append([]byte(journalMagic), journalVersion), epoch)
 	if _, err := f.Write(hdr); err != nil {
 		_ = f.Close()
 		return fmt.Errorf("lsm: journal: %w", err)
@@ -239,17 +290,19 @@ func (j *journal) create(id uint32) error {
 		return fmt.Errorf("lsm: journal: %w", err)
 	}
 	j.mu.Lock()
-	j.segs[id] = &segmentFile{f: r}
+	j.segs[id] = &segmentFile{f: r, epoch: epoch}
 	j.mu.Unlock()
-	w := &segmentWriter{f: f, id: id, off: int64(len(hdr))}
+	w := &segmentWriter{f: f, id: id, epoch: epoch, off: int64(len(hdr)), fsyncs: j.fsyncs}
 	w.written.Store(w.off)
 	w.synced.Store(w.off)
 	j.w.Store(w)
 	return nil
 }
 
-func (j *journal) syncDir() error {
-	d, err := j.fs.OpenDir(j.dir)
+func (j *journal) syncDir() error { return syncDir(j.fs, j.dir) }
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
 	if err != nil {
 		return fmt.Errorf("lsm: journal: %w", err)
 	}
@@ -258,18 +311,18 @@ func (j *journal) syncDir() error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("lsm: journal: sync %s: %w", j.dir, err)
+		return fmt.Errorf("lsm: journal: sync %s: %w", dir, err)
 	}
 	return nil
 }
 
-// reopenSegment opens segment id for appending at end.
-func reopenSegment(fs vfs.FS, path string, id uint32, end int64) (*segmentWriter, error) {
+// reopenSegment opens segment id of epoch for appending at end.
+func reopenSegment(fs vfs.FS, path string, id, epoch uint32, end int64, fsyncs *atomic.Uint64) (*segmentWriter, error) {
 	f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return nil, fmt.Errorf("lsm: journal: %w", err)
 	}
-	w := &segmentWriter{f: f, id: id, off: end}
+	w := &segmentWriter{f: f, id: id, epoch: epoch, off: end, fsyncs: fsyncs}
 	w.written.Store(end)
 	w.synced.Store(end)
 	return w, nil
@@ -278,14 +331,39 @@ func reopenSegment(fs vfs.FS, path string, id uint32, end int64) (*segmentWriter
 // Segment is the id of the open segment.
 func (j *journal) Segment() uint32 { return j.w.Load().id }
 
+// Epoch is the epoch of the open segment.
+func (j *journal) Epoch() uint32 { return j.w.Load().epoch }
+
+// OpenSize is the open segment's length, appended frames included (0
+// after Close).
+func (j *journal) OpenSize() int64 {
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
+	w := j.w.Load()
+	if w == nil {
+		return 0
+	}
+	return w.off + int64(len(w.buf))
+}
+
+// Size is the bytes of every segment, appended frames included.
+func (j *journal) Size() int64 {
+	open := j.OpenSize()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.sealed + open
+}
+
 // Append adds the frame of (seq, key, rec) to the open segment and returns
 // its location. The frame is in the file after the next Write (Append
-// writes by itself every journalWriteChunk bytes). Callers serialize
-// Append, Write and Roll.
+// writes by itself every journalWriteChunk bytes) and readable at once.
+// Callers serialize Append and Roll.
 func (j *journal) Append(seq uint64, key, rec []byte) (JournalLoc, error) {
 	if len(key) > maxJournalKey {
 		return JournalLoc{}, fmt.Errorf("lsm: journal: key of %d bytes", len(key))
 	}
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
 	w := j.w.Load()
 	if err := w.failure(); err != nil {
 		return JournalLoc{}, err
@@ -294,7 +372,7 @@ func (j *journal) Append(seq uint64, key, rec []byte) (JournalLoc, error) {
 	w.buf = appendFrame(w.buf, seq, key, rec)
 	loc := JournalLoc{Segment: w.id, Off: at, Len: uint32(w.off + int64(len(w.buf)) - at)}
 	if len(w.buf) >= journalWriteChunk {
-		if _, err := j.Write(); err != nil {
+		if _, err := w.write(); err != nil {
 			return JournalLoc{}, err
 		}
 	}
@@ -304,43 +382,27 @@ func (j *journal) Append(seq uint64, key, rec []byte) (JournalLoc, error) {
 // Write writes every appended frame to the file and returns the open
 // segment's written end (the offset to pass to SyncTo).
 func (j *journal) Write() (int64, error) {
-	w := j.w.Load()
-	if err := w.failure(); err != nil {
-		return 0, err
-	}
-	if len(w.buf) > 0 {
-		n, err := w.f.WriteAt(w.buf, w.off) // at off: a reopened file's position is 0
-		w.off += int64(n)
-		if err == nil && n < len(w.buf) {
-			err = io.ErrShortWrite
-		}
-		if err != nil {
-			w.err = fmt.Errorf("%w: segment %d: %w", ErrJournalFailed, w.id, err)
-			return 0, w.err
-		}
-		if cap(w.buf) > 4*journalWriteChunk {
-			w.buf = nil // a large value passed: do not keep its buffer
-		} else {
-			w.buf = w.buf[:0]
-		}
-	}
-	w.written.Store(w.off)
-	return w.off, nil
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
+	return j.w.Load().write()
 }
 
 // SyncTo makes the open segment durable up to end (from Write). Callers
 // need not be serialized: one fdatasync covers every caller waiting for
-// an offset it has written, so concurrent commits share fsyncs.
+// an offset it has written, so concurrent commits share fsyncs. When the
+// segment was rolled since Write, Roll has synced it.
 func (j *journal) SyncTo(end int64) error { return j.w.Load().syncTo(end) }
 
-// Roll seals the open segment (written and synced) and opens segment id,
-// which must be above it.
-func (j *journal) Roll(id uint32) error {
+// Roll seals the open segment (written and synced) and opens segment id
+// of epoch; id must be above the open segment's.
+func (j *journal) Roll(id, epoch uint32) error {
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
 	w := j.w.Load()
 	if id <= w.id {
 		return fmt.Errorf("lsm: journal: roll to segment %d after %d", id, w.id)
 	}
-	end, err := j.Write()
+	end, err := w.write()
 	if err == nil {
 		err = w.syncTo(end)
 	}
@@ -350,33 +412,64 @@ func (j *journal) Roll(id uint32) error {
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("lsm: journal: %w", err)
 	}
-	return j.create(id)
+	j.mu.Lock()
+	if s := j.segs[w.id]; s != nil {
+		s.size = w.off
+		j.sealed += w.off
+	}
+	j.mu.Unlock()
+	return j.create(id, epoch)
 }
 
 // Read reads the frame at loc into dst (grown as needed) and decodes it.
-// A segment that was removed reads as os.ErrNotExist; a frame that fails
-// its checks, as ErrCorrupt. A frame still in the open segment's buffer
-// (appended, not written) is not readable.
+// A segment that was removed reads as os.ErrNotExist; a location past
+// what a crash left of a segment, as errFrameLost; a frame that fails its
+// checks, as ErrCorrupt. A frame appended and not yet written is copied
+// from the buffer.
 func (j *journal) Read(dst []byte, loc JournalLoc) (journalFrame, []byte, error) {
+	if loc.Len < frameOverhead || loc.Len > frameLenSize+maxFrameBody+4 || loc.Off < int64(journalHeaderLen) {
+		return journalFrame{}, dst, fmt.Errorf("%w: journal location %+v", ErrCorrupt, loc)
+	}
+	dst = slices.Grow(dst[:0], int(loc.Len))[:loc.Len]
+	if w := j.w.Load(); w != nil && w.id == loc.Segment && loc.Off+int64(loc.Len) > w.written.Load() {
+		j.wmu.Lock()
+		if w = j.w.Load(); w != nil && w.id == loc.Segment && loc.Off >= w.off {
+			ok := loc.Off-w.off+int64(loc.Len) <= int64(len(w.buf))
+			if ok {
+				copy(dst, w.buf[loc.Off-w.off:])
+			}
+			j.wmu.Unlock()
+			if !ok {
+				return journalFrame{}, dst, fmt.Errorf("%w: journal location %+v past the end", ErrCorrupt, loc)
+			}
+			return j.check(dst, loc)
+		}
+		j.wmu.Unlock() // written meanwhile: read the file
+	}
 	j.mu.Lock()
 	s := j.segs[loc.Segment]
 	if s == nil || s.removed {
 		j.mu.Unlock()
 		return journalFrame{}, dst, fmt.Errorf("lsm: journal segment %d: %w", loc.Segment, os.ErrNotExist)
 	}
+	if s.lostAt > 0 && loc.Off+int64(loc.Len) > s.lostAt {
+		j.mu.Unlock()
+		return journalFrame{}, dst, fmt.Errorf("segment %d at %d: %w", loc.Segment, loc.Off, errFrameLost)
+	}
 	s.refs++
 	j.mu.Unlock()
 	defer j.release(s)
-	if loc.Len < frameOverhead || loc.Len > frameLenSize+maxFrameBody+4 || loc.Off < int64(journalHeaderLen) {
-		return journalFrame{}, dst, fmt.Errorf("%w: journal location %+v", ErrCorrupt, loc)
-	}
-	dst = slices.Grow(dst[:0], int(loc.Len))[:loc.Len]
 	if _, err := s.f.ReadAt(dst, loc.Off); err != nil {
 		if errors.Is(err, io.EOF) {
 			return journalFrame{}, dst, fmt.Errorf("%w: journal location %+v past the end", ErrCorrupt, loc)
 		}
 		return journalFrame{}, dst, fmt.Errorf("lsm: journal: %w", err)
 	}
+	return j.check(dst, loc)
+}
+
+// check decodes the frame read for loc.
+func (j *journal) check(dst []byte, loc JournalLoc) (journalFrame, []byte, error) {
 	fr, n, err := parseFrame(dst)
 	if err == nil && n != int(loc.Len) {
 		err = fmt.Errorf("%w: journal frame of %d bytes at a %d-byte location", ErrCorrupt, n, loc.Len)
@@ -463,6 +556,7 @@ func (j *journal) Remove(id uint32) error {
 		return nil
 	}
 	delete(j.segs, id)
+	j.sealed -= s.size
 	s.removed = true
 	if s.refs == 0 {
 		_ = s.f.Close()
@@ -474,19 +568,41 @@ func (j *journal) Remove(id uint32) error {
 	return nil
 }
 
-// Segments lists the ids of the segments on disk, in order.
-func (j *journal) Segments() []uint32 {
+// RemoveBelow deletes every segment whose epoch is below epoch, except
+// the open one, and returns how many it removed.
+func (j *journal) RemoveBelow(epoch uint32) (int, error) {
+	n := 0
+	for _, s := range j.Segments() {
+		if s.Epoch >= epoch || s.ID == j.Segment() {
+			continue
+		}
+		if err := j.Remove(s.ID); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Segments lists the segments on disk, in order.
+func (j *journal) Segments() []SegmentInfo {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return slices.Sorted(maps.Keys(j.segs))
+	out := make([]SegmentInfo, 0, len(j.segs))
+	for _, id := range slices.Sorted(maps.Keys(j.segs)) {
+		out = append(out, SegmentInfo{ID: id, Epoch: j.segs[id].epoch})
+	}
+	return out
 }
 
 // Close writes and syncs the open segment and closes every file.
 func (j *journal) Close() error {
+	j.wmu.Lock()
+	defer j.wmu.Unlock()
 	var err error
 	if w := j.w.Load(); w != nil {
 		var end int64
-		if end, err = j.Write(); err == nil {
+		if end, err = w.write(); err == nil {
 			err = w.syncTo(end)
 		}
 		if cerr := w.f.Close(); err == nil && cerr != nil {
@@ -512,17 +628,44 @@ func (j *journal) closeFiles() {
 
 // segmentWriter is the open segment.
 type segmentWriter struct {
-	f   vfs.File
-	id  uint32
-	buf []byte // appended frames not yet written
-	off int64  // bytes in the file: the offset of buf[0]
-	err error  // sticky: the first failed write or sync
+	f      vfs.File
+	id     uint32
+	epoch  uint32
+	fsyncs *atomic.Uint64
+	buf    []byte // appended frames not yet written (journal.wmu)
+	off    int64  // bytes in the file: the offset of buf[0] (journal.wmu)
+	err    error  // sticky: the first failed write (journal.wmu)
 
-	written atomic.Int64 // off as of the last Write, for SyncTo and Scan
+	written atomic.Int64 // off as of the last write, for SyncTo, Scan and Read
 	syncMu  sync.Mutex   // one fdatasync at a time
 	synced  atomic.Int64 // bytes known durable
 	syncErr error        // under syncMu: sticky
 	failed  atomic.Bool  // a sync failed: appends stop too
+}
+
+// write writes buf to the file. Requires journal.wmu.
+func (w *segmentWriter) write() (int64, error) {
+	if err := w.failure(); err != nil {
+		return 0, err
+	}
+	if len(w.buf) > 0 {
+		n, err := w.f.WriteAt(w.buf, w.off) // at off: a reopened file's position is 0
+		w.off += int64(n)
+		if err == nil && n < len(w.buf) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			w.err = fmt.Errorf("%w: segment %d: %w", ErrJournalFailed, w.id, err)
+			return 0, w.err
+		}
+		if cap(w.buf) > 4*journalWriteChunk {
+			w.buf = nil // a large value passed: do not keep its buffer
+		} else {
+			w.buf = w.buf[:0]
+		}
+	}
+	w.written.Store(w.off)
+	return w.off, nil
 }
 
 // failure is the error that stops appends: a failed write or sync.
@@ -555,6 +698,9 @@ func (w *segmentWriter) syncTo(end int64) error {
 		w.syncErr = fmt.Errorf("%w: segment %d: sync: %w", ErrJournalFailed, w.id, err)
 		w.failed.Store(true)
 		return w.syncErr
+	}
+	if w.fsyncs != nil {
+		w.fsyncs.Add(1)
 	}
 	w.synced.Store(target)
 	return nil

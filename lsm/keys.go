@@ -113,9 +113,16 @@ func decodeHistories(b []byte) ([]History, error) {
 
 // formatMagic and formatVersion identify the on-disk layout of this
 // package; Open refuses any other.
+//
+// Version 1 kept every record in Pebble; version 2 adds the journal
+// (records in segment files, references in d). Open upgrades a version 1
+// store in place (its records are read as they are); a version 1 tcache
+// refuses a version 2 store.
 const (
-	formatMagic   = "tcache-lsm"
-	formatVersion = 1
+	formatMagic             = "tcache-lsm"
+	formatVersion           = 2
+	formatVersionPebbleOnly = 1
+	journalDirName          = "journal"
 )
 
 func encodeFormat(v uint32) []byte {

@@ -102,8 +102,19 @@ func (db *DB) executeFlushLocked() error {
 		return err
 	}
 	db.mu.flushDone = done
+	db.removeSegments(t.lo)
 	db.log.Info("flush_all executed", "oldest_live", done, "epochs_removed", old.cur-old.lo+1)
 	return nil
+}
+
+// removeSegments deletes the journal segments of epochs below lo, once
+// the range deletion of their references is committed. A crash before
+// leaves them to the next open (which removes segments below lo too).
+func (db *DB) removeSegments(lo uint32) {
+	if n, err := db.j.RemoveBelow(lo); err != nil {
+		db.st.writeErrors.Add(1)
+		db.log.Warn("removing journal segments of dropped epochs failed", "below_epoch", lo, "removed", n, "err", err)
+	}
 }
 
 // dropOldest drops the oldest epochs (cache mode, above the limit) until
@@ -141,6 +152,7 @@ func (db *DB) dropOldest(excess int64) {
 	if err != nil {
 		return
 	}
+	db.removeSegments(to)
 	db.st.drops.Add(uint64(n))
 	db.st.droppedItems.Add(uint64(freed.items))
 	db.st.droppedBytes.Add(uint64(freed.bytes))
@@ -359,11 +371,11 @@ func (db *DB) recount() {
 		if !ok || e < lo || e > cur {
 			continue
 		}
-		if v := it.Value(); len(v) > 1 && RecordKind(v[1]) == KindTombstone {
+		if v := it.Value(); !isRef(v) && len(v) > 1 && RecordKind(v[1]) == KindTombstone {
 			continue // tombstones count as no item
 		}
 		counts[e-lo].items++
-		counts[e-lo].bytes += int64(len(key) + len(it.Value()))
+		counts[e-lo].bytes += storedSize(key, it.Value())
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		db.log.Error("recount failed", "err", err)
@@ -414,7 +426,7 @@ func (db *DB) deleteChunk(ikeys [][]byte, tombstones bool, n *atomic.Uint64) {
 	pb := db.pdb.NewBatch()
 	defer pb.Close()
 	var deltas []epochDelta
-	var deleted uint64
+	var gone [][]byte // keys whose record was deleted
 	var scr []byte
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -435,16 +447,31 @@ func (db *DB) deleteChunk(ikeys [][]byte, tombstones bool, n *atomic.Uint64) {
 		if !where.Tombstone {
 			deltas = append(deltas, epochDelta{epoch, -1, -int64(where.Size)})
 		}
-		deleted++
+		gone = append(gone, key)
 	}
 	if err := db.pdb.Apply(pb, pebble.NoSync); err != nil || db.failed() != nil {
 		return
 	}
 	db.mu.epochs.apply(deltas)
-	if deleted > 0 {
-		db.sweepGen.Add(1) // Locations read before may name deleted records
-		n.Add(deleted)
+	db.forgetLocked(gone)
+	if len(gone) > 0 {
+		n.Add(uint64(len(gone)))
 	}
+}
+
+// forgetLocked clears the location hints of deleted records, whose
+// journal frames may outlive them, and bumps the sweeper generation:
+// Locations read before may name deleted records (see Batch). Requires mu.
+func (db *DB) forgetLocked(keys [][]byte) {
+	if len(keys) == 0 {
+		return
+	}
+	if db.hints != nil {
+		for _, k := range keys {
+			db.hints.clear(k)
+		}
+	}
+	db.sweepGen.Add(1)
 }
 
 // flushPass carries out an effective flush marker record by record
@@ -477,7 +504,7 @@ func (db *DB) flushPass(now int64) {
 		ok := it.First()
 		for ; ok && n < 4*chunkSize; ok = it.Next() {
 			n++
-			if h, _, err := parseRecordHeader(it.Value()); err == nil && h.version.Less(bound) {
+			if h, _, _, err := parseStored(it.Value()); err == nil && h.version.Less(bound) {
 				victims = append(victims, append([]byte(nil), it.Key()...))
 			}
 		}
@@ -509,7 +536,7 @@ func (db *DB) flushChunk(dkeys [][]byte, bound Version) {
 	pb := db.pdb.NewBatch()
 	defer pb.Close()
 	var deltas []epochDelta
-	var deleted uint64
+	var gone [][]byte // keys whose record was deleted
 	var scr []byte
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -522,8 +549,8 @@ func (db *DB) flushChunk(dkeys [][]byte, bound Version) {
 		if err != nil {
 			continue
 		}
-		h, _, perr := parseRecordHeader(v)
-		size := int64(len(key) + len(v))
+		h, _, _, perr := parseStored(v)
+		size := storedSize(key, v)
 		closer.Close()
 		if perr != nil || !h.version.Less(bound) {
 			continue // rewritten since the scan
@@ -546,13 +573,11 @@ func (db *DB) flushChunk(dkeys [][]byte, bound Version) {
 			}
 			deltas = append(deltas, epochDelta{epoch, -1, -size})
 		}
-		deleted++
+		gone = append(gone, key)
 	}
 	if err := db.pdb.Apply(pb, pebble.NoSync); err != nil || db.failed() != nil {
 		return
 	}
 	db.mu.epochs.apply(deltas)
-	if deleted > 0 {
-		db.sweepGen.Add(1)
-	}
+	db.forgetLocked(gone)
 }

@@ -18,6 +18,7 @@ const (
 	DefaultMemTableSize        = 4 << 20
 	DefaultLocationHints       = 1 << 20
 	DefaultCompressMin         = 256
+	DefaultJournalMin          = 256
 	DefaultLogRetentionBytes   = 1 << 30
 	DefaultLogRetentionAge     = 24 * time.Hour
 	DefaultMaintenanceInterval = time.Second
@@ -50,6 +51,9 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.Codec == CodecNone && o.CompressMin >= 0 {
 		o.Codec = CodecS2
+	}
+	if o.JournalMin == 0 {
+		o.JournalMin = DefaultJournalMin
 	}
 	if o.CompressMin == 0 {
 		o.CompressMin = DefaultCompressMin

@@ -66,7 +66,7 @@ func BenchmarkPathWrite(b *testing.B) {
 }
 
 func benchPathJournal(b *testing.B, value []byte, writeEach bool) {
-	j, err := openJournal(vfs.Default, b.TempDir())
+	j, err := openJournal(vfs.Default, b.TempDir(), 1, true, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func benchPathJournal(b *testing.B, value []byte, writeEach bool) {
 		}
 		if loc.Off > 256<<20 {
 			prev := j.Segment()
-			if err := j.Roll(prev + 1); err != nil {
+			if err := j.Roll(prev+1, 1); err != nil {
 				b.Fatal(err)
 			}
 			if err := j.Remove(prev); err != nil {

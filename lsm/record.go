@@ -364,3 +364,85 @@ func patchRecord(raw []byte, kind RecordKind, cas uint64, now int64) {
 	n := len(raw) - recordTrailer
 	binary.BigEndian.PutUint32(raw[n:], crc32.Checksum(raw[:n], castagnoli))
 }
+
+// A journal reference is the value of a d key whose record is in the
+// journal (cache mode, records of at least Options.JournalMin bytes;
+// docs/disk-tier-next.md). It carries what the maintenance passes and
+// the write path read without fetching the record (expiry, version) and
+// the frame's location:
+//
+//	0      1         9        17       25        29       37       41
+//	| fmt=2| exptime | ver HLC| ver node| segment | offset | length | CRC-32C |
+//
+// A record read through it must be the frame of the same key holding a
+// record of the same version, or it is not served.
+const (
+	refFormat = 2
+	refLen    = 1 + 8 + 16 + 4 + 8 + 4 + 4
+)
+
+// appendRef appends the reference to a record of (exptime, ver) at loc.
+func appendRef(dst []byte, exptime int64, ver Version, loc JournalLoc) []byte {
+	start := len(dst)
+	dst = append(dst, refFormat)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(exptime))
+	dst = binary.BigEndian.AppendUint64(dst, ver.HLC)
+	dst = binary.BigEndian.AppendUint64(dst, ver.Node)
+	dst = binary.BigEndian.AppendUint32(dst, loc.Segment)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(loc.Off))
+	dst = binary.BigEndian.AppendUint32(dst, loc.Len)
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+func isRef(v []byte) bool { return len(v) > 0 && v[0] == refFormat }
+
+// parseRef decodes a journal reference. Failures wrap ErrCorrupt.
+func parseRef(src []byte) (exptime int64, ver Version, loc JournalLoc, err error) {
+	if len(src) != refLen || src[0] != refFormat {
+		return 0, ver, loc, fmt.Errorf("%w: journal reference of %d bytes", ErrCorrupt, len(src))
+	}
+	n := refLen - recordTrailer
+	if got, want := crc32.Checksum(src[:n], castagnoli), binary.BigEndian.Uint32(src[n:]); got != want {
+		return 0, ver, loc, fmt.Errorf("%w: journal reference checksum %08x, want %08x", ErrCorrupt, got, want)
+	}
+	exptime = int64(binary.BigEndian.Uint64(src[1:]))
+	ver = Version{HLC: binary.BigEndian.Uint64(src[9:]), Node: binary.BigEndian.Uint64(src[17:])}
+	loc = JournalLoc{Segment: binary.BigEndian.Uint32(src[25:]), Off: int64(binary.BigEndian.Uint64(src[29:])),
+		Len: binary.BigEndian.Uint32(src[37:])}
+	if loc.Off < 0 || loc.Len < frameOverhead {
+		return 0, ver, loc, fmt.Errorf("%w: journal reference to %+v", ErrCorrupt, loc)
+	}
+	return exptime, ver, loc, nil
+}
+
+// parseStored reads the header of a d value: a record (as
+// parseRecordHeader), or a journal reference, whose header has the kind
+// item, its exptime and version and nothing else, and whose location is
+// returned with ref set.
+func parseStored(v []byte) (h recordHeader, loc JournalLoc, ref bool, err error) {
+	if !isRef(v) {
+		h, _, err = parseRecordHeader(v)
+		return h, loc, false, err
+	}
+	h.kind = KindItem
+	h.exptime, h.version, loc, err = parseRef(v)
+	return h, loc, true, err
+}
+
+// storedSize is the size a d value of key counts for in the item byte
+// counters: the key and the record, wherever the record is.
+func storedSize(key, v []byte) int64 {
+	if isRef(v) && len(v) == refLen {
+		return int64(binary.BigEndian.Uint32(v[37:])) - frameOverhead
+	}
+	return int64(len(key) + len(v))
+}
+
+// recordVersion is the version in an encoded record's header (zero when
+// it is too short to have one); the record's checks are decodeRecord's.
+func recordVersion(rec []byte) Version {
+	if len(rec) < recordHeaderLen {
+		return Version{}
+	}
+	return Version{HLC: binary.BigEndian.Uint64(rec[32:]), Node: binary.BigEndian.Uint64(rec[40:])}
+}

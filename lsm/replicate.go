@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -94,12 +95,18 @@ func (db *DB) Snapshot(fn func(key, rec []byte) error) (History, uint64, error) 
 	if err != nil {
 		return History{}, 0, fmt.Errorf("lsm: snapshot: %w", err)
 	}
+	fb := db.frameBufs.Get().(*[]byte)
+	defer db.frameBufs.Put(fb)
 	for ok := it.First(); ok; ok = it.Next() {
 		_, key, ok := parseDataKey(it.Key())
 		if !ok {
 			continue
 		}
-		if err := fn(key, it.Value()); err != nil {
+		rec, ok := db.storedRecord(fb, key, it.Value())
+		if !ok {
+			continue
+		}
+		if err := fn(key, rec); err != nil {
 			_ = it.Close()
 			return History{}, 0, err
 		}
@@ -137,13 +144,19 @@ func (db *DB) Scan(after []byte, n int, fn func(key, rec []byte) bool) (next []b
 	if err != nil {
 		return nil, fmt.Errorf("lsm: scan: %w", err)
 	}
+	fb := db.frameBufs.Get().(*[]byte)
+	defer db.frameBufs.Put(fb)
 	k := 0
 	ok := it.First()
 	for ; ok && k < n; ok = it.Next() {
 		k++
 		_, key, _ := parseDataKey(it.Key())
 		next = append(next[:0], it.Key()...)
-		if !fn(key, it.Value()) {
+		rec, found := db.storedRecord(fb, key, it.Value())
+		if !found {
+			continue
+		}
+		if !fn(key, rec) {
 			break
 		}
 	}
@@ -151,6 +164,28 @@ func (db *DB) Scan(after []byte, n int, fn func(key, rec []byte) bool) (next []b
 		next = nil
 	}
 	return next, errors.Join(it.Error(), it.Close())
+}
+
+// storedRecord is the record that the d value v of key stands for: v
+// itself, or the journal frame it references, read into fb. A frame that
+// is lost, dropped or damaged is skipped (ok false): a damaged one is
+// counted and logged, as Get does.
+func (db *DB) storedRecord(fb *[]byte, key, v []byte) (rec []byte, ok bool) {
+	if !isRef(v) {
+		return v, true
+	}
+	rec, err := db.readRef(fb, key, v)
+	switch {
+	case err == nil:
+		return rec, true
+	case errors.Is(err, errFrameLost):
+		db.st.lost.Add(1)
+	case errors.Is(err, os.ErrNotExist):
+		// The segment went with its epoch after the iterator was opened.
+	case errors.Is(err, ErrCorrupt):
+		db.corrupt(key, 0, err)
+	}
+	return nil, false
 }
 
 // Replicated reports Options.Replicated.

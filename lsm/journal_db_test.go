@@ -1,0 +1,321 @@
+package lsm
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/tcache/tcache/internal/clock"
+)
+
+// storedValue is what d holds for key's current record.
+func storedValue(t *testing.T, db *DB, key string) []byte {
+	t.Helper()
+	where, err := db.lookup([]byte(key))
+	if err != nil || !where.Present {
+		t.Fatalf("lookup %q: %+v %v", key, where, err)
+	}
+	v, closer, err := db.pdb.Get(appendDataKey(nil, where.Epoch, []byte(key)))
+	if err != nil {
+		t.Fatalf("d of %q: %v", key, err)
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...)
+}
+
+// In cache mode large records go to the journal and d holds a reference;
+// small ones, tombstones and every record in persistent mode stay in
+// Pebble. Everything reads back, through hints and after a restart.
+func TestJournalRecords(t *testing.T) {
+	for _, mode := range []Mode{ModeCache, ModePersistent} {
+		t.Run(mode.String(), func(t *testing.T) {
+			fs := vfs.NewMem()
+			o := testOptions(fs, clock.NewFake(testStart))
+			o.Mode = mode
+			db := mustOpen(t, o)
+			for i := range 200 {
+				put(t, db, fmt.Sprintf("big-%d", i), string(randomValue(fmt.Sprint(i), 1000+i)), 0, uint64(i+1))
+				put(t, db, fmt.Sprintf("small-%d", i), fmt.Sprint(i), 0, uint64(i+1))
+			}
+			wantRef := mode == ModeCache
+			if got := isRef(storedValue(t, db, "big-7")); got != wantRef {
+				t.Fatalf("big record stored as a reference: %v, want %v", got, wantRef)
+			}
+			if isRef(storedValue(t, db, "small-7")) {
+				t.Fatal("a small record went to the journal")
+			}
+			check := func(stage string) {
+				t.Helper()
+				for i := range 200 {
+					if v, ok := get(t, db, fmt.Sprintf("big-%d", i)); !ok || v != string(randomValue(fmt.Sprint(i), 1000+i)) {
+						t.Fatalf("%s: big-%d: %d bytes, found %v", stage, i, len(v), ok)
+					}
+					if v, ok := get(t, db, fmt.Sprintf("small-%d", i)); !ok || v != fmt.Sprint(i) {
+						t.Fatalf("%s: small-%d = %q %v", stage, i, v, ok)
+					}
+				}
+			}
+			hits := db.Stats().HintHits
+			check("written")
+			st := db.Stats()
+			// A few keys share a slot (32,768 slots in the default table).
+			if st.HintHits-hits < 380 {
+				t.Fatalf("%d hint hits for 400 reads of records just written", st.HintHits-hits)
+			}
+			if (st.JournalBytes > 200*1000) != wantRef || st.JournalSegments != 1 {
+				t.Fatalf("journal: %d bytes in %d segments", st.JournalBytes, st.JournalSegments)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			db = mustOpen(t, o)
+			defer db.Close()
+			check("reopened")
+			check("hinted again")
+			if st := db.Stats(); st.Items != 400 || st.BadCRC != 0 || st.Lost != 0 {
+				t.Fatalf("after reopen: items %d bad %d lost %d", st.Items, st.BadCRC, st.Lost)
+			}
+		})
+	}
+}
+
+// A reference whose frame a crash lost (durability interval: the WAL was
+// synced, the journal's buffer was not written) is a miss, counted as lost
+// and not as damage, and the key can be written again.
+func TestJournalLostFrames(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	o := testOptions(fs, clock.NewFake(testStart))
+	o.Durability = DurabilityInterval
+	db := mustOpen(t, o)
+	put(t, db, "kept", string(randomValue("kept", 1000)), 0, 1)
+	db.pendingSyn.Store(true)
+	db.syncWAL() // journal and WAL synced
+	put(t, db, "lost", string(randomValue("lost", 1000)), 0, 2)
+	if err := db.pdb.LogData(nil, pebble.Sync); err != nil { // the WAL alone
+		t.Fatal(err)
+	}
+	crashed := fs.CrashClone(vfs.CrashCloneCfg{})
+	_ = db.Close()
+	o.FS = crashed
+	db = mustOpen(t, o)
+	defer db.Close()
+	if v, ok := get(t, db, "kept"); !ok || v != string(randomValue("kept", 1000)) {
+		t.Fatalf("kept: %d bytes, %v", len(v), ok)
+	}
+	r, err := db.Get(nil, []byte("lost"))
+	if err != nil || r.Found || !r.Where.Present {
+		t.Fatalf("lost: found %v err %v where %+v; want a miss that still locates the reference", r.Found, err, r.Where)
+	}
+	if st := db.Stats(); st.Lost != 1 || st.BadCRC != 0 {
+		t.Fatalf("lost %d bad %d, want 1 0", st.Lost, st.BadCRC)
+	}
+	b := db.NewBatch()
+	rec := Record{Value: randomValue("again", 1000), Version: Version{HLC: 3, Node: 1}}
+	b.Put([]byte("lost"), &rec, r.Where)
+	mustCommit(t, db, b)
+	if v, ok := get(t, db, "lost"); !ok || v != string(randomValue("again", 1000)) {
+		t.Fatalf("rewritten: %d bytes %v", len(v), ok)
+	}
+}
+
+// Cache mode at its limit drops whole epochs and their segments: the
+// journal stays near the limit, recent data reads back, and no segment
+// older than the live epochs remains.
+func TestJournalDrops(t *testing.T) {
+	o := testOptions(vfs.NewMem(), clock.NewFake(testStart))
+	o.DiskLimit = 4 << 20
+	db := mustOpen(t, o)
+	defer db.Close()
+	const n = 16000 // ~16 MiB, four times the limit
+	for i := range n {
+		put(t, db, fmt.Sprintf("k%d", i), string(randomValue(fmt.Sprint(i), 1000)), 0, uint64(i+1))
+		if i%500 == 0 {
+			db.Maintain()
+		}
+	}
+	db.Maintain()
+	st := db.Stats()
+	if st.Drops == 0 || st.JournalBytes > uint64(o.DiskLimit*3/2) || st.BytesUsed > uint64(o.DiskLimit*2) {
+		t.Fatalf("drops %d, journal %d bytes, used %d, limit %d", st.Drops, st.JournalBytes, st.BytesUsed, o.DiskLimit)
+	}
+	lo := uint32(db.liveEpochs.Load() >> 32)
+	for _, s := range db.j.Segments() {
+		if s.Epoch < lo && s.ID != db.j.Segment() {
+			t.Fatalf("segment %d of dropped epoch %d kept (live from %d)", s.ID, s.Epoch, lo)
+		}
+	}
+	for i := n - 1000; i < n; i++ {
+		if v, ok := get(t, db, fmt.Sprintf("k%d", i)); !ok || v != string(randomValue(fmt.Sprint(i), 1000)) {
+			t.Fatalf("recent k%d: %d bytes %v", i, len(v), ok)
+		}
+	}
+	if _, ok := get(t, db, "k0"); ok {
+		t.Fatal("the oldest key survived four times the limit")
+	}
+	if st := db.Stats(); st.BadCRC != 0 {
+		t.Fatalf("%d corrupt reads", st.BadCRC)
+	}
+}
+
+// The sweeper deletes an expired record whose frame stays in the journal:
+// its hint must go with it, or a read would find the frame.
+func TestJournalSweepForgetsHint(t *testing.T) {
+	clk := clock.NewFake(testStart)
+	db := mustOpen(t, testOptions(vfs.NewMem(), clk))
+	defer db.Close()
+	put(t, db, "exp", string(randomValue("exp", 1000)), testStart.Unix()+1, 1)
+	if _, ok := get(t, db, "exp"); !ok {
+		t.Fatal("not found before expiry")
+	}
+	clk.Advance(timeSeconds(5))
+	db.Maintain()
+	if db.Stats().Swept != 1 {
+		t.Fatalf("swept %d", db.Stats().Swept)
+	}
+	r, err := db.Get(nil, []byte("exp"))
+	if err != nil || r.Found || r.Where.Present {
+		t.Fatalf("after the sweep: found %v present %v err %v", r.Found, r.Where.Present, err)
+	}
+}
+
+// Replication reads whole records, never references: the log with its
+// records, a snapshot and a scan.
+func TestJournalReplicationReads(t *testing.T) {
+	o := testOptions(vfs.NewMem(), clock.NewFake(testStart))
+	o.Replicated = true
+	o.Durability = DurabilitySync // the log is read up to the durable seq
+	db := mustOpen(t, o)
+	defer db.Close()
+	want := map[string]string{}
+	for i := range 50 {
+		k, v := fmt.Sprintf("k%d", i), string(randomValue(fmt.Sprint(i), 2000))
+		put(t, db, k, v, 0, uint64(i+1))
+		want[k] = v
+	}
+	checkRec := func(how string, key, raw []byte) {
+		t.Helper()
+		r, err := DecodeRecord(nil, raw)
+		if err != nil || string(r.Value) != want[string(key)] {
+			t.Fatalf("%s: %q: %d bytes, %v", how, key, len(r.Value), err)
+		}
+	}
+	n := 0
+	if _, err := db.ReadLogRecords(1, func(_ uint64, e LogEntry, rec []byte) bool {
+		checkRec("log", e.Key, rec)
+		n++
+		return true
+	}); err != nil || n != 50 {
+		t.Fatalf("log: %d records, %v", n, err)
+	}
+	n = 0
+	if _, _, err := db.Snapshot(func(key, rec []byte) error {
+		checkRec("snapshot", key, rec)
+		n++
+		return nil
+	}); err != nil || n != 50 {
+		t.Fatalf("snapshot: %d records, %v", n, err)
+	}
+	n = 0
+	if _, err := db.Scan(nil, 100, func(key, rec []byte) bool {
+		checkRec("scan", key, rec)
+		n++
+		return true
+	}); err != nil || n != 50 {
+		t.Fatalf("scan: %d records, %v", n, err)
+	}
+	raw, _, err := db.GetRaw(nil, []byte("k3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRec("GetRaw", []byte("k3"), raw)
+
+	// A record from a peer stays in Pebble, with its applied offset.
+	b := db.NewBatch()
+	b.PutRemote([]byte("remote"), raw, 999, Location{})
+	b.SetApplied(Applied{Peer: 7, History: 1, Seq: 1})
+	mustCommit(t, db, b)
+	if isRef(storedValue(t, db, "remote")) {
+		t.Fatal("a peer's record went to the journal")
+	}
+	want["remote"] = want["k3"]
+	if v, ok := get(t, db, "remote"); !ok || v != want["k3"] {
+		t.Fatalf("remote: %d bytes %v", len(v), ok)
+	}
+}
+
+// A journal write error (ENOSPC) fails the commit, keeps the server's
+// reads working and damages nothing written before; small records, which
+// stay in Pebble, are still accepted.
+func TestJournalWriteFault(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	var on atomic.Bool
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if on.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.HasSuffix(op.Path, journalSuffix) {
+			return syscall.ENOSPC
+		}
+		return nil
+	})
+	o := testOptions(errorfs.Wrap(mem, inj), clock.NewFake(testStart))
+	o.Durability = DurabilitySync
+	db := mustOpen(t, o)
+	for i := range 50 {
+		put(t, db, fmt.Sprint(i), string(randomValue(fmt.Sprint(i), 1000)), 0, uint64(i+1))
+	}
+	on.Store(true)
+	b := db.NewBatch()
+	rec := Record{Value: randomValue("x", 1000), Version: Version{HLC: 100, Node: 1}}
+	b.Put([]byte("new"), &rec, Location{})
+	if err := db.Commit(b); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("commit under ENOSPC: %v", err)
+	}
+	for i := range 50 {
+		if v, ok := get(t, db, fmt.Sprint(i)); !ok || v != string(randomValue(fmt.Sprint(i), 1000)) {
+			t.Fatalf("%d after the fault: %d bytes %v", i, len(v), ok)
+		}
+	}
+	_ = db.Close()
+	on.Store(false)
+	o.FS = mem.CrashClone(vfs.CrashCloneCfg{})
+	db = mustOpen(t, o)
+	defer db.Close()
+	for i := range 50 {
+		if v, ok := get(t, db, fmt.Sprint(i)); !ok || v != string(randomValue(fmt.Sprint(i), 1000)) {
+			t.Fatalf("%d after reopen: %d bytes %v", i, len(v), ok)
+		}
+	}
+	put(t, db, "again", string(randomValue("again", 1000)), 0, 1000)
+}
+
+// A version 1 store (every record in Pebble) opens, reads as it was and
+// is marked version 2, which a version 1 tcache refuses.
+func TestFormatUpgrade(t *testing.T) {
+	fs := vfs.NewMem()
+	o := testOptions(fs, clock.NewFake(testStart))
+	o.JournalMin = -1 // records in Pebble, as version 1 wrote them
+	db := mustOpen(t, o)
+	put(t, db, "old", string(randomValue("old", 1000)), 0, 1)
+	if err := db.pdb.Set(metaFormat, encodeFormat(formatVersionPebbleOnly), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+	o.JournalMin = 0
+	db = mustOpen(t, o)
+	defer db.Close()
+	if v, ok := get(t, db, "old"); !ok || v != string(randomValue("old", 1000)) {
+		t.Fatalf("old record: %d bytes %v", len(v), ok)
+	}
+	put(t, db, "new", string(randomValue("new", 1000)), 0, 2)
+	if !isRef(storedValue(t, db, "new")) {
+		t.Fatal("a new record after the upgrade is not in the journal")
+	}
+	v, err := db.getMeta(metaFormat)
+	if f, _ := decodeFormat(v); err != nil || f != formatVersion {
+		t.Fatalf("format after upgrade: %d %v", f, err)
+	}
+}
