@@ -112,7 +112,10 @@ type Options struct {
 	// (key excluded) are written to the journal and Pebble holds a
 	// reference to them (docs/disk-tier-next.md). Default 256; negative
 	// keeps every record in Pebble. Persistent mode keeps every record in
-	// Pebble: the journal has no space reclamation for overwrites yet.
+	// Pebble (the journal has no space reclamation for overwrites yet), and
+	// so does durability sync (one file to fsync per commit group, not
+	// two). Records written before a change of mode or durability are read
+	// wherever they are.
 	JournalMin int
 
 	// Codec compresses values of at least CompressMin bytes (default 256)
@@ -311,7 +314,7 @@ type Stats struct {
 	WriteErrors     uint64 // tcache_disk_write_errors
 	SweeperRuns     uint64 // tcache_disk_sweeper_runs
 	Swept           uint64 // tcache_disk_swept: expired records deleted by the sweeper
-	Fsyncs          uint64 // tcache_disk_fsyncs: WAL fsyncs
+	Fsyncs          uint64 // tcache_disk_fsyncs: WAL and journal fsyncs
 	Commits         uint64 // tcache_disk_commits
 	CompactDebt     uint64 // tcache_disk_compaction_debt (bytes)
 	LogFirst        uint64 // tcache_log_first_seq

@@ -463,13 +463,13 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 }
 
 // journaled reports whether o's record goes to the journal: a local item
-// record of at least JournalMin bytes, in cache mode. A record from a peer
-// stays in Pebble, in the same WAL batch as the applied offset that
-// SetApplied stores with it: a frame still in the journal's buffer when
-// the process dies would be lost while the offset survived, and the node
-// would resume pulling past a record it never kept.
+// record of at least JournalMin bytes, in cache mode, unless durability is
+// sync. A record from a peer stays in Pebble, in the same WAL batch as the
+// applied offset that SetApplied stores with it: a frame still in the
+// journal's buffer when the process dies would be lost while the offset
+// survived, and the node would resume pulling past a record it never kept.
 func (db *DB) journaled(o *batchOp) bool {
-	return db.opts.Mode == ModeCache && !o.tomb && !o.remote && db.opts.JournalMin >= 0 && o.rec.n >= db.opts.JournalMin
+	return db.useJournal && !o.tomb && !o.remote && o.rec.n >= db.opts.JournalMin
 }
 
 // appendJournalLocked appends the frame of (seq, key, rec) to the journal.

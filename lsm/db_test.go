@@ -107,8 +107,8 @@ func TestGroupCommit(t *testing.T) {
 }
 
 // With sync durability every committed batch survives a crash, whatever
-// part of the unsynced data the crash keeps: records in Pebble (100-byte
-// values) and in the journal (1000-byte values).
+// part of the unsynced data the crash keeps: small records and large ones
+// (blob files; sync durability keeps them out of the journal).
 func TestCrashSync(t *testing.T) {
 	for _, size := range []int{100, 1000} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) { testCrashSync(t, size) })
