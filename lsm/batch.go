@@ -34,11 +34,10 @@ type Batch struct {
 
 	applied []Applied // SetApplied
 
-	pb        *pebble.Batch
-	scr       []byte // key scratch for Commit
-	ref       []byte // journal reference scratch for Commit
-	deltas    []epochDelta
-	journaled bool // Commit appended frames to the journal
+	pb     *pebble.Batch
+	scr    []byte // key scratch for Commit
+	ref    []byte // journal reference scratch for Commit
+	deltas []epochDelta
 }
 
 type batchOp struct {
@@ -236,7 +235,6 @@ func (db *DB) Commit(b *Batch) error {
 	seq, hlc, flush := db.mu.seq, db.mu.hlcMax, FlushMarker{}
 	haveFlush := false
 	b.deltas = b.deltas[:0]
-	b.journaled = false
 	var entry LogEntry
 	var scr [64]byte
 	lbuf := scr[:0]
@@ -352,19 +350,8 @@ func (db *DB) Commit(b *Batch) error {
 	db.st.bytesWritten.Add(uint64(b.bytes))
 	switch db.opts.Durability {
 	case DurabilitySync:
-		// The journal's fsync and the WAL's overlap; either may come
-		// first: a reference durable before its frame names a frame
-		// that a crash in between loses, read as a miss (errFrameLost),
-		// and the commit was not acknowledged.
-		if b.journaled {
-			if err := db.syncJournal(); err != nil {
-				db.st.writeErrors.Add(1)
-				db.fail(err)
-				_ = pb.SyncWait()
-				b.pb = nil
-				return fmt.Errorf("lsm: commit: %w", db.failed())
-			}
-		}
+		// Nothing in the journal to wait for: sync keeps records in
+		// Pebble (DB.useJournal).
 		if err := pb.SyncWait(); err != nil {
 			b.pb = nil
 			db.st.writeErrors.Add(1)
@@ -433,7 +420,7 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 		if err != nil {
 			return err
 		}
-		o.loc, b.journaled = loc, true
+		o.loc = loc
 		b.ref = appendRef(b.ref[:0], o.exptime, o.version, loc)
 		val = b.ref
 	}

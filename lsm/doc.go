@@ -7,11 +7,11 @@
 // It owns the record encoding and the key spaces — item data, the key
 // index, the node's write-ahead log, metadata and the expiry index (api.go
 // lists the API). A Batch commits data records and their log entries
-// together, with the configured durability: sync (acknowledged after fsync
-// of the journal and the WAL; concurrent commits share fsyncs), interval (a
-// syncer writes and fsyncs the journal, then the WAL, every
-// DurabilityInterval) or none (no WAL; Close writes the journal and flushes
-// the memtables). A committed record is readable at once. In cache mode the disk stays near
+// together, with the configured durability: sync (acknowledged after the
+// WAL's fsync; concurrent commits share fsyncs), interval (a syncer writes
+// and fsyncs the journal, then the WAL, every DurabilityInterval) or none
+// (no WAL; Close writes the journal and flushes the memtables). A
+// committed record is readable at once. In cache mode the disk stays near
 // DiskLimit by dropping the oldest data in whole epochs (range deletions and
 // a compaction, so files are freed); in persistent mode nothing is dropped
 // and Commit returns ErrDiskFull at the limit. Maintain sweeps expired
@@ -139,7 +139,7 @@
 // Commits are serialised by one mutex that assigns sequence numbers and
 // enters Pebble's commit pipeline in that order (Apply, or ApplyNoSyncWait
 // for sync durability, whose fsync is awaited after the mutex is released
-// so concurrent commits share fsyncs, the journal's as well). Maintenance
+// so concurrent commits share fsyncs). Maintenance
 // works in bounded chunks under the same mutex. Reads take no mutex (a
 // frame still in the journal's buffer is copied under the journal's own).
 //
@@ -151,16 +151,15 @@
 // or the segment passes 32 MiB) and Pebble gets the 45-byte reference
 // instead of the record: that takes the value out of the WAL, the memtable
 // and the blob files. Frames are written with one write(2) per 256 KiB,
-// per sync commit group, per interval, or at Close, and read from the
-// buffer until then. A read with a location hint does one pread and no
+// per interval, or at Close, and read from the buffer until then. A read with a location hint does one pread and no
 // Pebble read at all. Dropping epochs (disk limit, flush_all) removes the
 // segments below the oldest live epoch after the range deletion of their
-// references commits; Open removes any a crash left. Records from peers
-// and all records in persistent mode stay in Pebble (api.go, JournalMin).
+// references commits; Open removes any a crash left. Records from peers,
+// and every record in persistent mode or under durability sync, stay in
+// Pebble (api.go, JournalMin; db.go, useJournal says why).
 //
 // A crash can lose frames that were appended and not yet written while
-// their references survive in the WAL (durability interval or none; never
-// an acknowledged sync commit). Open scans the segment that was open; a
+// their references survive in the WAL (durability interval or none). Open scans the segment that was open; a
 // reference past its valid end reads as a miss counted in Stats.Lost, not
 // as damage, and appends go to a new segment.
 package lsm
