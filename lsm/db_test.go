@@ -214,13 +214,7 @@ func TestWriteErrors(t *testing.T) {
 		t.Run(d.String(), func(t *testing.T) {
 			mem := vfs.NewCrashableMem()
 			var on atomic.Bool
-			inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
-				if on.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.HasSuffix(op.Path, ".log") {
-					return syscall.ENOSPC
-				}
-				return nil
-			})
-			o := testOptions(errorfs.Wrap(mem, inj), clock.NewFake(testStart))
+			o := testOptions(errorfs.Wrap(mem, enospcWrites(&on, ".log")), clock.NewFake(testStart))
 			o.Durability = d
 			db := mustOpen(t, o)
 			for i := range 100 {

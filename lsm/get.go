@@ -136,17 +136,23 @@ func (db *DB) find(bp, fb *[]byte, key []byte, resolve bool) (where Location, v 
 	}
 	where.Size = uint32(storedSize(key, v))
 	hn := hint{epoch: where.Epoch}
-	if isRef(v) {
-		_, _, hn.loc, _ = parseRef(v)
+	var ver Version
+	var perr error
+	ref := isRef(v)
+	if ref {
+		_, ver, hn.loc, perr = parseRef(v)
 	}
-	if db.hints != nil {
+	if db.hints != nil && perr == nil {
 		db.hints.install(key, hn, seen)
 	}
-	if !resolve || !isRef(v) {
+	if !resolve || !ref {
 		return where, v, closer, nil
 	}
-	rec, err := db.readRef(fb, key, v)
 	closer.Close()
+	if perr != nil {
+		return where, nil, nil, perr
+	}
+	rec, err := db.readFrame(fb, key, ver, hn.loc)
 	switch {
 	case err == nil:
 		return where, rec, nopCloser{}, nil
@@ -168,6 +174,12 @@ func (db *DB) readRef(fb *[]byte, key, ref []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return db.readFrame(fb, key, ver, loc)
+}
+
+// readFrame reads the record at loc, which must be key's frame holding a
+// record of version ver (readRef).
+func (db *DB) readFrame(fb *[]byte, key []byte, ver Version, loc JournalLoc) ([]byte, error) {
 	fr, buf, err := db.j.Read(*fb, loc)
 	*fb = buf
 	switch {

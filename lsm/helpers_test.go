@@ -5,10 +5,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/tcache/tcache/internal/clock"
 )
 
@@ -79,3 +83,14 @@ func randomValue(seed string, n int) []byte {
 }
 
 func runtimeGosched() { runtime.Gosched() }
+
+// enospcWrites fails writes to files whose name ends in suffix with ENOSPC
+// while on is set.
+func enospcWrites(on *atomic.Bool, suffix string) errorfs.Injector {
+	return errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if on.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.HasSuffix(op.Path, suffix) {
+			return syscall.ENOSPC
+		}
+		return nil
+	})
+}

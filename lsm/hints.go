@@ -3,6 +3,7 @@ package lsm
 import (
 	"hash/maphash"
 	"sync"
+	"unsafe"
 )
 
 // hints is a lossy, fixed-size table of where keys' records are: a hash of
@@ -62,19 +63,19 @@ type hint struct {
 	loc   JournalLoc // Segment 0: none
 }
 
-const hintSlotSize = 24
+const hintSlotSize = int64(unsafe.Sizeof(hintSlot{})) // 24
 
 // newHints returns a table of the largest power of two of slots that fits
 // in bytes, or nil (no hints) when bytes is below one slot.
 func newHints(bytes int64) *hints {
-	n := uint64(1)
-	for int64(n*2*hintSlotSize) <= bytes {
+	n := int64(1)
+	for n*2*hintSlotSize <= bytes {
 		n *= 2
 	}
-	if int64(n*hintSlotSize) > bytes {
+	if n*hintSlotSize > bytes {
 		return nil
 	}
-	return &hints{slots: make([]hintSlot, n), mask: n - 1, seed: maphash.MakeSeed()}
+	return &hints{slots: make([]hintSlot, n), mask: uint64(n - 1), seed: maphash.MakeSeed()}
 }
 
 // slot returns key's slot index and tag (never 0).

@@ -101,6 +101,9 @@ const (
 // the open segment failed.
 var ErrJournalFailed = errors.New("lsm: journal write failed")
 
+// errNoHeader is a segment shorter than its header: create did not finish.
+var errNoHeader = fmt.Errorf("%w: segment shorter than its header", ErrCorrupt)
+
 // errFrameLost is a location past the frames a segment held when the
 // process died: the frame was appended and never written. It is a miss,
 // not damage.
@@ -198,8 +201,19 @@ func openJournal(fs vfs.FS, dir string, epoch uint32, clean bool, fsyncs *atomic
 		ids = append(ids, uint32(id))
 	}
 	slices.Sort(ids)
-	for _, id := range ids {
-		s, err := openSegmentFile(fs, fs.PathJoin(dir, segmentName(id)))
+	for i, id := range ids {
+		path := fs.PathJoin(dir, segmentName(id))
+		s, err := openSegmentFile(fs, path)
+		if errors.Is(err, errNoHeader) && i == len(ids)-1 {
+			// A crash (or a failed write) inside create: the header is
+			// synced before any append, so the segment holds no frame.
+			if err := fs.Remove(path); err != nil {
+				j.closeFiles()
+				return nil, fmt.Errorf("lsm: journal: %w", err)
+			}
+			ids = ids[:i]
+			break
+		}
 		if err != nil {
 			j.closeFiles()
 			return nil, fmt.Errorf("lsm: journal: segment %d: %w", id, err)
@@ -251,9 +265,13 @@ func openSegmentFile(fs vfs.FS, path string) (*segmentFile, error) {
 		return nil, err
 	}
 	hdr := make([]byte, journalHeaderLen)
+	if st.Size() < int64(journalHeaderLen) {
+		_ = f.Close()
+		return nil, fmt.Errorf("%w (%d bytes)", errNoHeader, st.Size())
+	}
 	if _, err := f.ReadAt(hdr, 0); err != nil || string(hdr[:len(journalMagic)]) != journalMagic {
 		_ = f.Close()
-		return nil, fmt.Errorf("%w: no journal header (%d bytes)", ErrCorrupt, st.Size())
+		return nil, fmt.Errorf("%w: not a journal segment header", ErrCorrupt)
 	}
 	if v := hdr[len(journalMagic)]; v != journalVersion {
 		_ = f.Close()
@@ -488,8 +506,8 @@ func (j *journal) release(s *segmentFile) {
 // Scan calls fn with every frame of segment id in order, until fn returns
 // false, and returns the offset after the last valid frame it read. It
 // stops with an error wrapping ErrCorrupt at the first bytes that are not
-// a valid frame (a torn tail after a crash), and at the header if it is
-// not a journal's. The open segment is scanned up to what was written.
+// a valid frame (a torn tail after a crash). The open segment is scanned
+// up to what was written.
 func (j *journal) Scan(id uint32, fn func(JournalLoc, journalFrame) bool) (int64, error) {
 	j.mu.Lock()
 	s := j.segs[id]
@@ -508,14 +526,8 @@ func (j *journal) Scan(id uint32, fn func(JournalLoc, journalFrame) bool) (int64
 	if w := j.w.Load(); w != nil && w.id == id {
 		size = min(size, w.written.Load())
 	}
+	// The header was checked when the segment was opened or created.
 	r := io.NewSectionReader(s.f, 0, size)
-	hdr := make([]byte, journalHeaderLen)
-	if _, err := io.ReadFull(r, hdr); err != nil || string(hdr[:len(journalMagic)]) != journalMagic {
-		return 0, fmt.Errorf("%w: segment %d has no journal header", ErrCorrupt, id)
-	}
-	if hdr[len(journalMagic)] != journalVersion {
-		return 0, fmt.Errorf("%w: segment %d is journal version %d, this tcache reads %d", ErrCorrupt, id, hdr[len(journalMagic)], journalVersion)
-	}
 	off := int64(journalHeaderLen)
 	buf := make([]byte, 64<<10)
 	for off < size {

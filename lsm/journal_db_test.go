@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -302,13 +301,7 @@ func TestJournalReplicationReads(t *testing.T) {
 func TestJournalWriteFault(t *testing.T) {
 	mem := vfs.NewCrashableMem()
 	var on atomic.Bool
-	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if on.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.HasSuffix(op.Path, journalSuffix) {
-			return syscall.ENOSPC
-		}
-		return nil
-	})
-	o := testOptions(errorfs.Wrap(mem, inj), clock.NewFake(testStart))
+	o := testOptions(errorfs.Wrap(mem, enospcWrites(&on, journalSuffix)), clock.NewFake(testStart))
 	o.Durability = DurabilityInterval
 	db := mustOpen(t, o)
 	for i := range 50 {

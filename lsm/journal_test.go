@@ -380,6 +380,40 @@ func TestJournalWriteErrors(t *testing.T) {
 	}
 }
 
+// A crash inside create (or a failed header write) leaves the newest
+// segment shorter than its header: it held no frame, and is removed at
+// open. An older segment without a header is damage, and is refused.
+func TestJournalUnfinishedCreate(t *testing.T) {
+	for _, size := range []int{0, journalHeaderLen - 1} {
+		fs := vfs.NewMem()
+		j := openTestJournal(t, fs)
+		es := appendEntries(t, j, 1, 5)
+		if err := j.Close(); err != nil {
+			t.Fatal(err)
+		}
+		f, _ := fs.Create("/j/"+segmentName(2), vfs.WriteCategoryUnspecified)
+		_, _ = f.Write([]byte(journalMagic + "\x01\x00\x00\x00\x01")[:size])
+		_ = f.Close()
+		j = openTestJournalAt(t, fs, 1, false)
+		checkEntries(t, j, es)
+		if got := j.Segments(); len(got) != 2 || got[0].ID != 1 || got[1].ID != 2 || j.Segment() != 2 {
+			t.Fatalf("%d-byte newest segment: segments %v, open %d; want [1 2] with 2 new", size, got, j.Segment())
+		}
+		_ = j.Close()
+	}
+	fs := vfs.NewMem()
+	j := openTestJournal(t, fs)
+	if err := j.Roll(2, 1); err != nil {
+		t.Fatal(err)
+	}
+	_ = j.Close()
+	f, _ := fs.Create("/j/"+segmentName(1), vfs.WriteCategoryUnspecified)
+	_ = f.Close()
+	if _, err := openJournal(fs, "/j", 1, false, nil); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("an older segment without a header: %v, want ErrCorrupt", err)
+	}
+}
+
 func TestJournalRefusesStrayFiles(t *testing.T) {
 	fs := vfs.NewMem()
 	if err := fs.MkdirAll("/j", 0o755); err != nil {
