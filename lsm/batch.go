@@ -36,9 +36,31 @@ type Batch struct {
 
 	pb     *pebble.Batch
 	scr    []byte // key scratch for Commit
-	ref    []byte // journal reference scratch for Commit
 	deltas []epochDelta
+	// pact is what Commit does to the pending index once Pebble has the
+	// batch, in op order; lbuf holds the encoded log entries it adds.
+	pact []pendAction
+	lbuf []byte
+	view []segEntry // scratch of pendViewLocked
 }
+
+// pendAction is one change of the pending index by a commit.
+type pendAction struct {
+	kind  pendActionKind
+	key   span // in buf (put, remove)
+	seg   uint32
+	entry pendingEntry // put
+	seq   uint64       // log
+	log   span         // log: in lbuf
+}
+
+type pendActionKind uint8
+
+const (
+	actPut    pendActionKind = iota // the key's entry in table seg is entry
+	actRemove                       // Pebble now holds the key's state: it leaves the pending index
+	actLog                          // table seg keeps the log entry of seq
+)
 
 type batchOp struct {
 	op       LogOp
@@ -69,6 +91,7 @@ func (db *DB) NewBatch() *Batch { return &Batch{db: db} }
 // Reset empties b for reuse.
 func (b *Batch) Reset() {
 	b.ops, b.buf, b.deltas, b.applied = b.ops[:0], b.buf[:0], b.deltas[:0], b.applied[:0]
+	b.pact, b.lbuf = b.pact[:0], b.lbuf[:0]
 	b.puts, b.bytes, b.cas, b.err = 0, 0, 0, nil
 	if b.pb != nil {
 		b.pb.Reset()
@@ -234,7 +257,7 @@ func (db *DB) Commit(b *Batch) error {
 	}
 	seq, hlc, flush := db.mu.seq, db.mu.hlcMax, FlushMarker{}
 	haveFlush := false
-	b.deltas = b.deltas[:0]
+	b.deltas, b.pact, b.lbuf = b.deltas[:0], b.pact[:0], b.lbuf[:0]
 	var entry LogEntry
 	var scr [64]byte
 	lbuf := scr[:0]
@@ -256,6 +279,7 @@ func (db *DB) Commit(b *Batch) error {
 				fseq = 0
 			}
 			if err := db.writeRecordLocked(pb, b, o, key, fseq); err != nil {
+				db.handOffLocked()
 				db.mu.Unlock()
 				db.st.writeErrors.Add(1)
 				return fmt.Errorf("lsm: commit: %w", err)
@@ -269,6 +293,15 @@ func (db *DB) Commit(b *Batch) error {
 		entry = LogEntry{Op: o.op, Time: now.UnixMilli(), Version: o.version, Key: key, Flush: o.flush}
 		if o.op == LogFlush {
 			entry.Key = nil
+		}
+		if o.loc.Segment != 0 {
+			// A journaled record's log entry waits with its reference in
+			// the pending index (the frame holds the seq too).
+			start := len(b.lbuf)
+			b.lbuf = appendLogEntry(b.lbuf, &entry)
+			b.pact = append(b.pact, pendAction{kind: actLog, seg: o.loc.Segment, seq: seq, log: span{start, len(b.lbuf) - start}})
+			db.mu.logBytes += int64(9 + len(b.lbuf) - start)
+			continue
 		}
 		b.scr = appendLogEntry(b.scr[:0], &entry)
 		_ = pb.Set(appendLogKey(lbuf[:0], seq), b.scr, nil)
@@ -306,6 +339,7 @@ func (db *DB) Commit(b *Batch) error {
 		err = db.failed()
 	}
 	if err != nil {
+		db.handOffLocked()
 		db.mu.Unlock()
 		b.pb = nil // Pebble forbids reusing a batch whose commit failed
 		db.st.writeErrors.Add(1)
@@ -335,10 +369,12 @@ func (db *DB) Commit(b *Batch) error {
 		db.mu.epochs.apply(b.deltas)
 		db.mu.sinceAdvance += b.bytes
 	}
+	db.applyPendingLocked(b)
 	db.lastSeq.Store(seq)
 	if db.hints != nil {
 		db.updateHintsLocked(b)
 	}
+	db.handOffLocked()
 	db.mu.Unlock()
 	if logged && db.opts.Durability == DurabilityNone {
 		db.logWait.wake() // LastSeq is the committed seq
@@ -386,11 +422,21 @@ func (db *DB) updateHintsLocked(b *Batch) {
 // writeRecordLocked adds to pb the Pebble mutations of o, a record (item
 // or tombstone) or a plain delete, over its prev, and the counter deltas
 // to b. An item record of at least JournalMin bytes (cache mode) is
-// appended to the journal as the frame of seq, and d holds its reference.
-// Requires mu.
+// appended to the journal as the frame of seq instead, and its index
+// entries go to the pending index (pending.go) once b is committed: such a
+// write adds nothing to pb. Any other write of a key supersedes what the
+// pending index holds of it. Requires mu.
 func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []byte, seq uint64) error {
 	var scr [4]byte
 	p := o.prev
+	o.loc = JournalLoc{}
+	journaled := db.journaled(o)
+	if !journaled {
+		if err := db.supersedeLocked(b, pb, key); err != nil {
+			return err
+		}
+		b.pact = append(b.pact, pendAction{kind: actRemove, key: o.key})
+	}
 	if o.op == LogDelete && !o.tomb {
 		if p.Present {
 			db.unindexPrevLocked(pb, b, p, key, nil, 0)
@@ -405,6 +451,26 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 	if !db.mu.epochs.live(e) {
 		e = db.mu.epochs.cur // the epoch died since Put: write to the current one
 	}
+	o.at = e
+	if journaled {
+		loc, err := db.appendJournalLocked(seq, key, o.rec.of(b.buf))
+		if err != nil {
+			return err
+		}
+		o.loc = loc
+		// The base is what Pebble will hold of the key when this
+		// segment's sstable is ingested: its current record (an entry of
+		// an older table, ingested first, or Pebble's), unless the table
+		// already has an entry of the key, whose base it keeps (put).
+		size := uint32(len(key) + o.rec.n)
+		b.pact = append(b.pact, pendAction{kind: actPut, key: o.key, seg: loc.Segment,
+			entry: pendingEntry{loc: loc, exptime: o.exptime, ver: o.version, epoch: e, size: size, base: baseOf(p)}})
+		if p.Present {
+			db.unindexPrevLocked(nil, b, p, key, o, e)
+		}
+		b.deltas = append(b.deltas, epochDelta{e, 1, int64(size)})
+		return nil
+	}
 	if p.Present {
 		if p.Epoch != e {
 			b.scr = appendDataKey(b.scr[:0], p.Epoch, key)
@@ -412,25 +478,14 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 		}
 		db.unindexPrevLocked(pb, b, p, key, o, e)
 	}
-	o.at = e
-	o.loc = JournalLoc{}
-	val := o.rec.of(b.buf)
-	if db.journaled(o) {
-		loc, err := db.appendJournalLocked(seq, key, val)
-		if err != nil {
-			return err
-		}
-		o.loc = loc
-		b.ref = appendRef(b.ref[:0], o.exptime, o.version, loc)
-		val = b.ref
-	}
 	b.scr = appendDataKey(b.scr[:0], e, key)
-	_ = pb.Set(b.scr, val, nil)
+	_ = pb.Set(b.scr, o.rec.of(b.buf), nil)
 	// The k entry names the epoch only: an overwrite within the epoch of
 	// the record it replaces leaves it as it is (one memtable insert, WAL
 	// and compaction entry fewer for the common overwrite of a hot key).
-	// prev has been rechecked under mu, so its k entry is there.
-	if !p.Present || p.Epoch != e {
+	// prev has been rechecked under mu, so its k entry is there, unless
+	// prev was pending (its k entry is not in Pebble yet).
+	if !p.Present || p.Epoch != e || p.pending {
 		b.scr = appendIndexKey(b.scr[:0], key)
 		_ = pb.Set(b.scr, binary.BigEndian.AppendUint32(scr[:0], e), nil)
 	}
@@ -462,17 +517,12 @@ func (db *DB) journaled(o *batchOp) bool {
 // appendJournalLocked appends the frame of (seq, key, rec) to the journal.
 // The open segment always has the current epoch (a segment only holds
 // records of epochs at or below its own: it is removed when its epoch is
-// dropped) and at most maxSegmentSize bytes. Requires mu.
+// dropped), at most maxSegmentSize bytes and a pending index within
+// Options.MemTableSize. Requires mu.
 func (db *DB) appendJournalLocked(seq uint64, key, rec []byte) (JournalLoc, error) {
-	if cur := db.mu.epochs.cur; db.j.Epoch() < cur || db.j.OpenSize() >= maxSegmentSize {
-		prev, prevEpoch := db.j.Segment(), db.j.Epoch()
-		if err := db.j.Roll(prev+1, cur); err != nil {
+	if db.j.Epoch() < db.mu.epochs.cur || db.j.OpenSize() >= maxSegmentSize || db.pend.open.mem >= db.opts.MemTableSize {
+		if err := db.rollLocked(); err != nil {
 			return JournalLoc{}, err
-		}
-		if prevEpoch < db.mu.epochs.lo {
-			// Open while its epochs were dropped (a flush_all): it
-			// holds nothing live.
-			_ = db.j.Remove(prev)
 		}
 	}
 	return db.j.Append(seq, key, rec)
@@ -480,9 +530,9 @@ func (db *DB) appendJournalLocked(seq uint64, key, rec []byte) (JournalLoc, erro
 
 // unindexPrevLocked deletes the x or t entry of the previous record p of
 // key, unless o (nil for a plain delete) writes the same entry again, and
-// takes p out of the counters.
+// takes p out of the counters. With pb nil it only counts.
 func (db *DB) unindexPrevLocked(pb *pebble.Batch, b *Batch, p Location, key []byte, o *batchOp, e uint32) {
-	same := o != nil && p.Epoch == e && p.Tombstone == o.tomb && p.Exptime == o.exptime
+	same := pb == nil || (o != nil && p.Epoch == e && p.Tombstone == o.tomb && p.Exptime == o.exptime)
 	switch {
 	case p.Tombstone:
 		if !same {

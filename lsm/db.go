@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -100,12 +101,18 @@ type DB struct {
 		drops, droppedItems, droppedBytes, diskFull          atomic.Uint64
 		writeErrors, sweeperRuns, swept, commits, compactDbt atomic.Uint64
 		tombstones, tombSwept                                atomic.Uint64
-		hintHits, hintMisses, lost                           atomic.Uint64
+		hintHits, hintMisses, lost, ingests                  atomic.Uint64
 	}
 
 	keyBufs   sync.Pool // *[]byte scratch for keys on the read path
 	frameBufs sync.Pool // *[]byte scratch for journal frames on the read path
 	hints     *hints    // location hints (nil: Options.LocationHints 0)
+
+	// pend is the pending index of journal records (pending.go); the
+	// sealer ingests its sealed tables (seal.go), kicked by sealKick.
+	pend     pendIndex
+	sealKick chan struct{}
+	sstOpts  sstable.WriterOptions
 
 	bg struct {
 		stop chan struct{}
@@ -146,7 +153,9 @@ func Open(opts Options) (*DB, error) {
 	db.keyBufs.New = func() any { b := make([]byte, 0, 256); return &b }
 	db.frameBufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	db.cache = pebble.NewCache(opts.BlockCacheSize)
-	db.hints = newHints(opts.LocationHints)
+	db.pend.open = newSegIndex(0)
+	db.sealKick = make(chan struct{}, 1)
+	db.bg.stop = make(chan struct{})
 	el := &pebble.EventListener{
 		BackgroundError: func(err error) {
 			db.st.writeErrors.Add(1)
@@ -161,7 +170,12 @@ func Open(opts Options) (*DB, error) {
 		return nil, openError(opts.Dir, err)
 	}
 	db.pdb = pdb
-	if err := db.load(); err != nil {
+	db.sstOpts = po.MakeWriterOptions(0, pdb.TableFormat())
+	// No location hints while load re-indexes the journal: its reads
+	// would leave hints to the records it supersedes.
+	err = db.load()
+	db.hints = newHints(opts.LocationHints)
+	if err != nil {
 		if db.j != nil {
 			_ = db.j.Close()
 		}
@@ -169,7 +183,11 @@ func Open(opts Options) (*DB, error) {
 		db.cache.Unref()
 		return nil, err
 	}
-	db.bg.stop = make(chan struct{})
+	db.bg.wg.Add(1)
+	go func() {
+		defer db.bg.wg.Done()
+		db.sealer()
+	}()
 	if opts.MaintenanceInterval > 0 {
 		db.goBackground(opts.MaintenanceInterval, db.Maintain)
 	}
@@ -284,10 +302,11 @@ func (db *DB) load() error {
 	} else if v == nil {
 		fresh = true
 		_ = b.Set(metaFormat, encodeFormat(formatVersion), nil)
-	} else if f, _ := decodeFormat(v); f == formatVersionPebbleOnly {
-		// Every record of a version 1 store is in Pebble, which version 2
-		// reads as it is; the marker moves on before any reference is
-		// written, so that an older tcache refuses the store from now on.
+	} else if f, _ := decodeFormat(v); f == formatVersionPebbleOnly || f == formatVersionJournal {
+		// Every record of a version 1 store, and every reference of a
+		// version 2 one, is in Pebble, which version 3 reads as it is;
+		// the marker moves on before anything is written, so that an
+		// older tcache refuses the store from now on.
 		_ = b.Set(metaFormat, encodeFormat(formatVersion), nil)
 		db.log.Info("disk store format upgraded", "from", f, "to", formatVersion)
 	}
@@ -347,18 +366,6 @@ func (db *DB) load() error {
 		return err
 	}
 	db.mu.seq = max(last, db.logFirst.Load()-1)
-	db.lastSeq.Store(db.mu.seq)
-	db.durableSeq.Store(db.mu.seq)
-	if err := db.openHistory(len(db.hists) == 0 || (!fresh && closed == 0)); err != nil {
-		return err
-	}
-	_ = b.Set(metaHistories, encodeHistories(db.hists), nil)
-	_ = b.Set(metaClosed, []byte{0}, nil)
-	if n, err := db.pdb.EstimateDiskUsage([]byte{prefixLog}, []byte{prefixLog + 1}); err == nil {
-		db.mu.logBytes = int64(n)
-	}
-	db.mu.indexDirty = true // finish any index pass a previous run left
-	db.publishEpochs()
 	// The journal: appends continue in its last segment only after a
 	// clean close; segments of epochs dropped before a crash go now.
 	j, err := openJournal(db.opts.FS, db.opts.FS.PathJoin(db.opts.Dir, journalDirName),
@@ -370,6 +377,22 @@ func (db *DB) load() error {
 	if _, err := j.RemoveBelow(db.mu.epochs.lo); err != nil {
 		return err
 	}
+	db.publishEpochs()
+	if err := db.reindex(b); err != nil {
+		return err
+	}
+	db.pend.open = newSegIndex(j.Segment())
+	db.lastSeq.Store(db.mu.seq)
+	db.durableSeq.Store(db.mu.seq)
+	if err := db.openHistory(len(db.hists) == 0 || (!fresh && closed == 0)); err != nil {
+		return err
+	}
+	_ = b.Set(metaHistories, encodeHistories(db.hists), nil)
+	_ = b.Set(metaClosed, []byte{0}, nil)
+	if n, err := db.pdb.EstimateDiskUsage([]byte{prefixLog}, []byte{prefixLog + 1}); err == nil {
+		db.mu.logBytes = int64(n)
+	}
+	db.mu.indexDirty = true // finish any index pass a previous run left
 	if !clean && !fresh {
 		db.recounting.Store(true)
 	}
@@ -589,10 +612,18 @@ func (db *DB) Close() error {
 	defer db.closeMu.Unlock()
 	var errs []error
 	// The journal is written and synced before the store is marked closed
-	// cleanly: a clean close promises every referenced frame is on disk.
+	// cleanly: a clean close promises every referenced frame is on disk,
+	// and that Pebble indexes all of them (the pending tables left are
+	// ingested here, so the next open re-indexes nothing).
+	seg, end := db.j.Segment(), db.j.OpenSize()
 	jerr := db.j.Close()
 	if jerr != nil {
 		errs = append(errs, jerr)
+	}
+	if db.failed() == nil && jerr == nil {
+		if err := db.sealAll(seg, end); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if db.failed() == nil && jerr == nil {
 		db.mu.Lock()
@@ -682,6 +713,7 @@ func (db *DB) Stats() Stats {
 		Lost:            db.st.lost.Load(),
 		JournalBytes:    uint64(db.j.Size()),
 		JournalSegments: uint64(len(db.j.Segments())),
+		IndexIngests:    db.st.ingests.Load(),
 		HintHits:        db.st.hintHits.Load(),
 		HintMisses:      db.st.hintMisses.Load(),
 		Drops:           db.st.drops.Load(),
@@ -703,6 +735,8 @@ func (db *DB) Stats() Stats {
 	if n := len(db.hists); n > 0 {
 		s.History = db.hists[n-1].ID
 	}
+	keys, _, mem := db.pend.stats()
+	s.IndexPending, s.IndexPendingBytes = uint64(keys), uint64(max(mem, 0))
 	if db.recounting.Load() {
 		s.Recounting = 1
 	}

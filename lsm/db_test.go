@@ -274,7 +274,7 @@ func TestIncompatible(t *testing.T) {
 	before, _ := fs.List("/db")
 	slices.Sort(before)
 	_, err := Open(o)
-	if !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), "format tcache-lsm/99, expected tcache-lsm/2") {
+	if !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), fmt.Sprintf("format tcache-lsm/99, expected tcache-lsm/%d", formatVersion)) {
 		t.Fatalf("open: %v", err)
 	}
 	after, _ := fs.List("/db")

@@ -56,7 +56,9 @@
 // A k entry names an epoch only: a write over a record of the same epoch
 // leaves it alone (one memtable insert fewer per overwrite). In cache
 // mode, a local item record of at least JournalMin bytes (default 256) is
-// appended to the journal and its d value is a journal reference (below);
+// appended to the journal and its d value is a journal reference (below),
+// ingested with the rest of its index entries when its segment is sealed
+// (Pending index, below);
 // other records are the d value itself, those of at least 256 bytes in
 // Pebble blob files (value separation, pebble.go), so compactions move
 // their keys, not their bytes.
@@ -147,10 +149,11 @@
 //
 // Append-only segment files of frames (seq, key, record, CRC-32C), each
 // tagged with the newest epoch whose records it may hold. Commit appends
-// under the commit mutex (rolling to a new segment when the epoch advances
-// or the segment passes 32 MiB) and Pebble gets the 45-byte reference
-// instead of the record: that takes the value out of the WAL, the memtable
-// and the blob files. Frames are written with one write(2) per 256 KiB,
+// under the commit mutex (rolling to a new segment when the epoch advances,
+// the segment passes 32 MiB or its pending table MemTableSize) and Pebble
+// gets the 45-byte reference instead of the record, by ingestion: that
+// takes the value out of the WAL, the memtable and the blob files, and the
+// index entries out of the memtable. Frames are written with one write(2) per 256 KiB,
 // per interval, or at Close, and read from the buffer until then. A read with a location hint does one pread and no
 // Pebble read at all. Dropping epochs (disk limit, flush_all) removes the
 // segments below the oldest live epoch after the range deletion of their
@@ -158,8 +161,27 @@
 // and every record in persistent mode or under durability sync, stay in
 // Pebble (api.go, JournalMin; db.go, useJournal says why).
 //
-// A crash can lose frames that were appended and not yet written while
-// their references survive in the WAL (durability interval or none). Open scans the segment that was open; a
-// reference past its valid end reads as a miss counted in Stats.Lost, not
-// as damage, and appends go to a new segment.
+// # Pending index (pending.go, seal.go, reindex.go)
+//
+// A journaled record's d reference, k epoch, x entry and l log entry are
+// not committed to Pebble: they wait in the pending table of the frame's
+// segment (RAM; per key the newest record and its base, the key's state in
+// Pebble under it). When the segment is sealed, the sealer goroutine
+// writes the table as sorted sstables, one per key space, with the indexed
+// marker (m indexed: segment, offset, seq), and Pebble ingests them in one
+// step, oldest table first. Reads look in the pending tables before
+// Pebble; ReadLog merges their log entries with Pebble's. Any Pebble write
+// of a pending key deletes its base's leftovers and removes the key from
+// the pending index once committed; one of a key held by a sealed table
+// waits for that table's ingestion first. Drops and flush_all wait for the
+// ingestions in flight; a snapshot, a full scan and the recount seal the
+// open table and wait (settleLocked).
+//
+// A crash loses the pending tables and the frames still in the journal's
+// buffer. Open re-indexes the journal from the marker: a frame is indexed
+// unless Pebble holds a newer record of its key or a log entry of it after
+// the frame's seq, and a seq nothing holds any more gets a placeholder log
+// entry (a put with no key, which ReadLog skips), so the log stays
+// gap-free. Stats.Lost counts reads of references whose frame is gone,
+// which only a format 2 store can hold.
 package lsm

@@ -68,40 +68,57 @@ func (nopCloser) Close() error { return nil }
 // find reads the current record of key: where it is and its stored bytes
 // (v, valid until closer is closed, and while fb is not reused), or v nil
 // when the key has no record (where says so). It tries the key's location
-// hint first and falls back to the k index (locate). With resolve, v is
-// the record itself, read from the journal when d holds a reference to it
-// (a lost frame is a miss with where still locating it; a frame that is
-// not the key's record is ErrCorrupt, also with where); without, v is what
-// d holds. bp and fb are scratch.
+// hint first, then the pending index (whose entries are newer than what
+// Pebble holds of their keys), and falls back to the k index (locate).
+// With resolve, v is the record itself, read from the journal when d holds
+// a reference to it (a lost frame is a miss with where still locating it;
+// a frame that is not the key's record is ErrCorrupt, also with where);
+// without, v is what d holds (for a pending record, its reference, in bp).
+// bp and fb are scratch.
 func (db *DB) find(bp, fb *[]byte, key []byte, resolve bool) (where Location, v []byte, closer io.Closer, err error) {
 	gen := db.sweepGen.Load()
 	var seen hintSlot
-	found := false
+	var hn hint
+	hinted, found := false, false
 	if db.hints != nil {
-		hn, ok, s := db.hints.get(key)
-		seen = s
-		if ok && db.epochLive(hn.epoch) {
-			if resolve && hn.loc.Segment != 0 {
-				fr, buf, err := db.j.Read(*fb, hn.loc)
-				*fb = buf
-				if err == nil && string(fr.Key) == string(key) {
-					db.st.hintHits.Add(1)
-					where = Location{Known: true, Present: true, Epoch: hn.epoch, Size: uint32(len(key) + len(fr.Record)), gen: gen}
-					return where, fr.Record, nopCloser{}, nil
-				}
-			}
-			*bp = appendDataKey((*bp)[:0], hn.epoch, key)
-			v, closer, err = db.pdb.Get(*bp)
-			switch {
-			case err == nil:
+		h, ok, s := db.hints.get(key)
+		seen, hn, hinted = s, h, ok && db.epochLive(h.epoch)
+		if hinted && resolve && hn.loc.Segment != 0 {
+			fr, buf, err := db.j.Read(*fb, hn.loc)
+			*fb = buf
+			if err == nil && string(fr.Key) == string(key) {
 				db.st.hintHits.Add(1)
-				where = Location{Known: true, Present: true, Epoch: hn.epoch, gen: gen}
-				found = true
-			case !errors.Is(err, pebble.ErrNotFound):
-				return Location{}, nil, nil, fmt.Errorf("lsm: get: %w", err)
-			default:
-				db.st.hintMisses.Add(1)
+				where = Location{Known: true, Present: true, Epoch: hn.epoch, Size: uint32(len(key) + len(fr.Record)), gen: gen}
+				return where, fr.Record, nopCloser{}, nil
 			}
+		}
+	}
+	if pe, ok := db.pend.get(key); ok {
+		if !db.epochLive(pe.epoch) {
+			return Location{Known: true, gen: gen}, nil, nil, nil // dropped meanwhile
+		}
+		where = pe.location(gen)
+		if db.hints != nil {
+			db.hints.install(key, hint{epoch: pe.epoch, loc: pe.loc}, seen)
+		}
+		if !resolve {
+			*bp = appendRef((*bp)[:0], pe.exptime, pe.ver, pe.loc)
+			return where, *bp, nopCloser{}, nil
+		}
+		return db.resolveFrame(fb, key, where, pe.ver, pe.loc)
+	}
+	if hinted {
+		*bp = appendDataKey((*bp)[:0], hn.epoch, key)
+		v, closer, err = db.pdb.Get(*bp)
+		switch {
+		case err == nil:
+			db.st.hintHits.Add(1)
+			where = Location{Known: true, Present: true, Epoch: hn.epoch, gen: gen}
+			found = true
+		case !errors.Is(err, pebble.ErrNotFound):
+			return Location{}, nil, nil, fmt.Errorf("lsm: get: %w", err)
+		default:
+			db.st.hintMisses.Add(1)
 		}
 	}
 	// k then d are two reads, not one snapshot: a commit that moves the
@@ -135,7 +152,7 @@ func (db *DB) find(bp, fb *[]byte, key []byte, resolve bool) (where Location, v 
 		}
 	}
 	where.Size = uint32(storedSize(key, v))
-	hn := hint{epoch: where.Epoch}
+	hn = hint{epoch: where.Epoch}
 	var ver Version
 	var perr error
 	ref := isRef(v)
@@ -152,7 +169,13 @@ func (db *DB) find(bp, fb *[]byte, key []byte, resolve bool) (where Location, v 
 	if perr != nil {
 		return where, nil, nil, perr
 	}
-	rec, err := db.readFrame(fb, key, ver, hn.loc)
+	return db.resolveFrame(fb, key, where, ver, hn.loc)
+}
+
+// resolveFrame is find's read of the journal frame at loc, the record of
+// key (version ver) at where.
+func (db *DB) resolveFrame(fb *[]byte, key []byte, where Location, ver Version, loc JournalLoc) (Location, []byte, io.Closer, error) {
+	rec, err := db.readFrame(fb, key, ver, loc)
 	switch {
 	case err == nil:
 		return where, rec, nopCloser{}, nil
@@ -160,7 +183,7 @@ func (db *DB) find(bp, fb *[]byte, key []byte, resolve bool) (where Location, v 
 		db.st.lost.Add(1)
 		return where, nil, nil, nil
 	case errors.Is(err, os.ErrNotExist) && !db.epochLive(where.Epoch):
-		return Location{Known: true, gen: gen}, nil, nil, nil // dropped meanwhile
+		return Location{Known: true, gen: where.gen}, nil, nil, nil // dropped meanwhile
 	}
 	return where, nil, nil, err
 }

@@ -85,6 +85,7 @@ var (
 	metaClosed    = metaKey("closed")     // 1: closed cleanly (the log lost no tail); 0: open or crashed
 	metaHistories = metaKey("histories")  // (id u64, first seq u64) per log history, oldest first
 	metaApplied   = metaKey("applied/")   // + peer u64 → history u64, seq u64
+	metaIndexed   = metaKey("indexed")    // indexedMarker: how far the journal is indexed (seal.go)
 )
 
 func appliedKey(peer uint64) []byte {
@@ -115,12 +116,15 @@ func decodeHistories(b []byte) ([]History, error) {
 // package; Open refuses any other.
 //
 // Version 1 kept every record in Pebble; version 2 adds the journal
-// (records in segment files, references in d). Open upgrades a version 1
-// store in place (its records are read as they are); a version 1 tcache
-// refuses a version 2 store.
+// (records in segment files, references in d); version 3 indexes journal
+// records by ingested sstables, so that Pebble may lag the journal (the
+// indexed marker says by how much; Open re-indexes the rest). Open
+// upgrades a version 1 or 2 store in place (everything in it is indexed);
+// an older tcache refuses a newer store.
 const (
 	formatMagic             = "tcache-lsm"
-	formatVersion           = 2
+	formatVersion           = 3
+	formatVersionJournal    = 2
 	formatVersionPebbleOnly = 1
 	journalDirName          = "journal"
 )

@@ -92,6 +92,11 @@ func (db *DB) executeFlushLocked() error {
 	old := db.mu.epochs
 	t := epochTable{lo: old.cur + 1, cur: old.cur + 1, stat: make([]epochStat, 1)}
 	done := db.mu.flush.OldestLive
+	// Sealed tables land before the range deletion, or they would bring
+	// back what it deletes.
+	if err := db.waitHandedLocked(); err != nil {
+		return err
+	}
 	err := db.setEpochsLocked(t, func(pb *pebble.Batch) {
 		_ = pb.DeleteRange(dataPrefix(old.lo), dataPrefix(t.lo), nil)
 		_ = pb.Set(metaFlushDone, u64(uint64(done)), nil)
@@ -102,6 +107,7 @@ func (db *DB) executeFlushLocked() error {
 		return err
 	}
 	db.mu.flushDone = done
+	db.dropPendingLocked(0)
 	db.removeSegments(t.lo)
 	db.log.Info("flush_all executed", "oldest_live", done, "epochs_removed", old.cur-old.lo+1)
 	return nil
@@ -145,9 +151,16 @@ func (db *DB) dropOldest(excess int64) {
 	}
 	from, to := old.lo, old.lo+uint32(n)
 	t := epochTable{lo: to, cur: old.cur, stat: append([]epochStat(nil), old.stat[n:]...)}
+	if err := db.waitHandedLocked(); err != nil {
+		db.mu.Unlock()
+		return
+	}
 	err := db.setEpochsLocked(t, func(pb *pebble.Batch) {
 		_ = pb.DeleteRange(dataPrefix(from), dataPrefix(to), nil)
 	})
+	if err == nil {
+		db.dropPendingLocked(to)
+	}
 	db.mu.Unlock()
 	if err != nil {
 		return
@@ -169,6 +182,54 @@ func (db *DB) dropOldest(excess int64) {
 func (db *DB) sweep(now int64) {
 	upper := binary.BigEndian.AppendUint64([]byte{prefixExp}, uint64(now)+1)
 	db.sweepIndex(prefixExp, upper, time.Now().Add(passBudget), &db.st.swept)
+	db.sweepPending(now)
+}
+
+// sweepPending deletes the expired records of the open pending table,
+// whose x entries are not in Pebble yet (those of sealed tables are swept
+// once ingested).
+func (db *DB) sweepPending(now int64) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	t := db.pend.open
+	if t.minExp == 0 || t.minExp > now {
+		return
+	}
+	pb := db.pdb.NewBatch()
+	defer pb.Close()
+	var gone [][]byte
+	var deltas []epochDelta
+	var scr []byte
+	next := int64(0)
+	for k, e := range t.keys {
+		if e.exptime == 0 {
+			continue
+		}
+		if e.exptime > now || !db.mu.epochs.live(e.epoch) {
+			if next == 0 || e.exptime < next {
+				next = e.exptime
+			}
+			continue
+		}
+		key := []byte(k)
+		if db.supersedeLocked(nil, pb, key) != nil {
+			return
+		}
+		scr = appendIndexKey(scr[:0], key)
+		_ = pb.Delete(scr, nil)
+		deltas = append(deltas, epochDelta{e.epoch, -1, -int64(e.size)})
+		gone = append(gone, key)
+	}
+	if len(gone) > 0 {
+		if err := db.pdb.Apply(pb, pebble.NoSync); err != nil || db.failed() != nil {
+			return
+		}
+		db.removePendingLocked(gone)
+		db.mu.epochs.apply(deltas)
+		db.forgetLocked(gone)
+		db.st.swept.Add(uint64(len(gone)))
+	}
+	t.minExp = next
 }
 
 // sweepIndex walks the x or t index (prefix) below upper in chunks until
@@ -218,6 +279,9 @@ func (db *DB) deleteDeadIndex(kkeys [][]byte) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	for _, k := range kkeys {
+		if _, ok := db.pend.get(k[1:]); ok {
+			continue // its table's sstable writes k again
+		}
 		v, closer, err := db.pdb.Get(k)
 		if err != nil {
 			continue
@@ -298,6 +362,9 @@ func (db *DB) indexPass() {
 // always kept.
 func (db *DB) trimLog(now time.Time) {
 	first, last := db.logFirst.Load(), db.lastSeq.Load()
+	if m := db.pend.minSeq(); m != 0 {
+		last = min(last, m) // entries from there on are not all in Pebble yet
+	}
 	if first >= last {
 		return
 	}
@@ -349,6 +416,11 @@ func (db *DB) recount() {
 		return
 	}
 	db.mu.Lock()
+	if err := db.settleLocked(); err != nil {
+		db.mu.Unlock()
+		db.log.Error("recount failed", "err", err)
+		return
+	}
 	snap := db.pdb.NewSnapshot()
 	lo, cur := db.mu.epochs.lo, db.mu.epochs.cur
 	for i := range db.mu.epochs.stat {
@@ -426,7 +498,7 @@ func (db *DB) deleteChunk(ikeys [][]byte, tombstones bool, n *atomic.Uint64) {
 	pb := db.pdb.NewBatch()
 	defer pb.Close()
 	var deltas []epochDelta
-	var gone [][]byte // keys whose record was deleted
+	var gone, pend [][]byte // keys whose record was deleted; those of them pending
 	var scr []byte
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -440,6 +512,14 @@ func (db *DB) deleteChunk(ikeys [][]byte, tombstones bool, n *atomic.Uint64) {
 		if err != nil || !where.Present || where.Tombstone != tombstones || where.Epoch != epoch || where.Exptime != when {
 			continue
 		}
+		if where.pending {
+			// The entry's base had the same x entry; the pending record
+			// expired with it.
+			if db.supersedeLocked(nil, pb, key) != nil {
+				continue
+			}
+			pend = append(pend, key)
+		}
 		scr = appendDataKey(scr[:0], epoch, key)
 		_ = pb.Delete(scr, nil)
 		scr = appendIndexKey(scr[:0], key)
@@ -452,6 +532,7 @@ func (db *DB) deleteChunk(ikeys [][]byte, tombstones bool, n *atomic.Uint64) {
 	if err := db.pdb.Apply(pb, pebble.NoSync); err != nil || db.failed() != nil {
 		return
 	}
+	db.removePendingLocked(pend)
 	db.mu.epochs.apply(deltas)
 	db.forgetLocked(gone)
 	if len(gone) > 0 {
@@ -490,6 +571,13 @@ func (db *DB) flushPass(now int64) {
 	}
 	c := &db.maintainMu
 	if c.flushCursor == nil || c.flushOf != m.Version {
+		// Pebble holds every record written before the pass begins.
+		db.mu.Lock()
+		err := db.settleLocked()
+		db.mu.Unlock()
+		if err != nil {
+			return
+		}
 		c.flushCursor, c.flushOf = []byte{prefixData}, m.Version
 	}
 	bound := m.Bound()
@@ -556,6 +644,11 @@ func (db *DB) flushChunk(dkeys [][]byte, bound Version) {
 			continue // rewritten since the scan
 		}
 		where, err := db.lookupOpen(key)
+		if err == nil && where.pending {
+			// Written after the pass began (settleLocked), so after the
+			// flush: its table's sstable replaces or deletes dk.
+			continue
+		}
 		if err != nil || !where.Present || where.Epoch != epoch {
 			_ = pb.Delete(dk, nil) // not the current record: garbage
 			continue

@@ -80,6 +80,10 @@ func (db *DB) Snapshot(fn func(key, rec []byte) error) (History, uint64, error) 
 		return History{}, 0, ErrClosed
 	}
 	db.mu.Lock()
+	if err := db.settleLocked(); err != nil {
+		db.mu.Unlock()
+		return History{}, 0, fmt.Errorf("lsm: snapshot: %w", err)
+	}
 	snap := db.pdb.NewSnapshot()
 	seq, lo, cur, marker := db.mu.seq, db.mu.epochs.lo, db.mu.epochs.cur, db.mu.flush
 	db.mu.Unlock()
@@ -134,6 +138,15 @@ func (db *DB) Scan(after []byte, n int, fn func(key, rec []byte) bool) (next []b
 	defer db.closeMu.RUnlock()
 	if db.closed.Load() {
 		return nil, ErrClosed
+	}
+	if after == nil {
+		// Pebble holds every record written before the scan begins.
+		db.mu.Lock()
+		err := db.settleLocked()
+		db.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("lsm: scan: %w", err)
+		}
 	}
 	v := db.liveEpochs.Load()
 	lower := dataPrefix(uint32(v >> 32))

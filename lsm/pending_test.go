@@ -1,0 +1,427 @@
+package lsm
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/tcache/tcache/internal/clock"
+)
+
+// model is what a sequence of writes leaves: each key's value, absent
+// when deleted.
+type model map[string]string
+
+// op writes one random mutation of key through db and records it in m:
+// a large put (journaled), a small put (Pebble), an expiring large put,
+// or a delete. hlc is the version.
+func (m model) op(t testing.TB, db *DB, r *rand.Rand, key string, hlc uint64) {
+	t.Helper()
+	switch n := r.IntN(10); {
+	case n < 5:
+		v := string(randomValue(fmt.Sprint(key, hlc), 300+r.IntN(1500)))
+		put(t, db, key, v, 0, hlc)
+		m[key] = v
+	case n < 7:
+		v := fmt.Sprint("small", hlc)
+		put(t, db, key, v, 0, hlc)
+		m[key] = v
+	case n < 8:
+		v := string(randomValue(fmt.Sprint(key, hlc), 400))
+		put(t, db, key, v, testStart.Unix()+1_000_000, hlc)
+		m[key] = v
+	default:
+		del(t, db, key, hlc)
+		delete(m, key)
+	}
+}
+
+// check compares every key of keys in db with m.
+func (m model) check(t testing.TB, db *DB, stage string, keys int) {
+	t.Helper()
+	for i := range keys {
+		key := fmt.Sprint("key", i)
+		v, ok := get(t, db, key)
+		want, wantOK := m[key]
+		if ok != wantOK || v != want {
+			t.Fatalf("%s: %s: found %v (%d bytes), want %v (%d bytes)", stage, key, ok, len(v), wantOK, len(want))
+		}
+	}
+	if st := db.Stats(); st.BadCRC != 0 || st.Lost != 0 {
+		t.Fatalf("%s: %d corrupt, %d lost", stage, st.BadCRC, st.Lost)
+	}
+}
+
+func settleIndex(t testing.TB, db *DB) {
+	t.Helper()
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if err := db.settleLocked(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readLog reads the whole log and checks that it is gap-free from
+// LogFirst to LastSeq; it returns the entries by seq.
+func readLog(t testing.TB, db *DB) map[uint64]LogEntry {
+	t.Helper()
+	db.pendingSyn.Store(true)
+	db.syncWAL() // the log is read up to the durable seq
+	got := make(map[uint64]LogEntry)
+	last := uint64(0)
+	if err := db.ReadLog(db.logFirst.Load(), func(seq uint64, e LogEntry) bool {
+		if seq <= last {
+			t.Fatalf("log entry %d after %d", seq, last)
+		}
+		last = seq
+		e.Key = append([]byte(nil), e.Key...)
+		got[seq] = e
+		return true
+	}); err != nil {
+		t.Fatalf("read log: %v", err)
+	}
+	return got
+}
+
+// Journaled records are indexed by sstables ingested as their tables
+// fill, overwritten and deleted through Pebble and the pending index in
+// any order; the state, the log and the counters stay exact, before and
+// after a restart.
+func TestPendingIngest(t *testing.T) {
+	fs := vfs.NewMem()
+	o := testOptions(fs, clock.NewFake(testStart))
+	o.MemTableSize = minMemTableSize // seal often
+	db := mustOpen(t, o)
+	const keys, ops = 500, 12000
+	m := model{}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range ops {
+		m.op(t, db, r, fmt.Sprint("key", r.IntN(keys)), uint64(i+1))
+		if i%2500 == 0 {
+			m.check(t, db, fmt.Sprint("op ", i), keys)
+		}
+	}
+	m.check(t, db, "written", keys)
+	if st := db.Stats(); st.IndexIngests == 0 || st.IndexPending == 0 {
+		t.Fatalf("ingests %d, pending %d: the index was not split between sstables and RAM", st.IndexIngests, st.IndexPending)
+	}
+	log := readLog(t, db)
+	if uint64(len(log)) != db.LastSeq() || len(log) != ops {
+		t.Fatalf("log holds %d entries up to %d, want %d", len(log), db.LastSeq(), ops)
+	}
+	settleIndex(t, db)
+	if st := db.Stats(); st.IndexPending != 0 || st.Items != uint64(len(m)) {
+		t.Fatalf("settled: %d pending, %d items, want 0 and %d", st.IndexPending, st.Items, len(m))
+	}
+	m.check(t, db, "settled", keys)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = mustOpen(t, o)
+	defer db.Close()
+	m.check(t, db, "reopened", keys)
+	if got := len(readLog(t, db)); got != ops {
+		t.Fatalf("log after reopen: %d entries, want %d", got, ops)
+	}
+	if st := db.Stats(); st.Items != uint64(len(m)) {
+		t.Fatalf("reopened: %d items, want %d", st.Items, len(m))
+	}
+	// Nothing of a superseded record is left in Pebble: every d, k and x
+	// entry belongs to a live key's current record.
+	assertIndexClean(t, db, m)
+}
+
+// assertIndexClean checks that Pebble's d, k and x entries are exactly
+// those of m's keys.
+func assertIndexClean(t *testing.T, db *DB, m model) {
+	t.Helper()
+	for _, prefix := range []byte{prefixData, prefixIndex, prefixExp} {
+		keys, err := db.scan([]byte{prefix}, []byte{prefix + 1}, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := make(map[string]bool)
+		for _, k := range keys {
+			var key []byte
+			switch prefix {
+			case prefixData:
+				_, key, _ = parseDataKey(k)
+			case prefixIndex:
+				key = k[1:]
+			default:
+				_, _, key, _ = parseExpKey(k)
+			}
+			if _, ok := m[string(key)]; !ok || seen[string(key)] {
+				t.Fatalf("%c entry %q: a leftover (live %v, seen %v)", prefix, key, ok, seen[string(key)])
+			}
+			seen[string(key)] = true
+		}
+		if prefix != prefixExp && len(seen) != len(m) {
+			t.Fatalf("%c entries for %d keys, want %d", prefix, len(seen), len(m))
+		}
+	}
+}
+
+// Writers race the sealer: each owns its keys, and every write of a key
+// held by a table being ingested must land after that table. Readers run
+// alongside. The end state is each writer's model.
+func TestPendingConcurrent(t *testing.T) {
+	fs := vfs.NewMem()
+	o := testOptions(fs, clock.NewFake(testStart))
+	o.MemTableSize = minMemTableSize
+	db := mustOpen(t, o)
+	const writers, keysEach, opsEach = 4, 60, 2500
+	models := make([]model, writers)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range writers {
+		models[w] = model{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := range opsEach {
+				key := fmt.Sprint("key", w*keysEach+r.IntN(keysEach))
+				models[w].op(t, db, r, key, uint64(i*writers+w+1))
+			}
+		}()
+	}
+	var rwg sync.WaitGroup
+	rwg.Add(1)
+	go func() {
+		defer rwg.Done()
+		r := rand.New(rand.NewPCG(9, 9))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := db.Get(nil, fmt.Appendf(nil, "key%d", r.IntN(writers*keysEach))); err != nil {
+				t.Errorf("concurrent read: %v", err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	rwg.Wait()
+	all := model{}
+	for _, m := range models {
+		for k, v := range m {
+			all[k] = v
+		}
+	}
+	all.check(t, db, "written", writers*keysEach)
+	if db.Stats().IndexIngests == 0 {
+		t.Fatal("no table was ingested")
+	}
+	if got := len(readLog(t, db)); got != writers*opsEach {
+		t.Fatalf("log: %d entries, want %d", got, writers*opsEach)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = mustOpen(t, o)
+	defer db.Close()
+	all.check(t, db, "reopened", writers*keysEach)
+	if st := db.Stats(); st.Items != uint64(len(all)) {
+		t.Fatalf("reopened: %d items, want %d", st.Items, len(all))
+	}
+	assertIndexClean(t, db, all)
+}
+
+// After a crash, Open indexes the journal after the marker again: under
+// durability interval every write before the last completed sync is
+// there, a later one is there or its key reads as some later state, a
+// delete that reached Pebble is not undone by re-indexing the frame it
+// deleted, and the log has no gap.
+func TestPendingCrashReindex(t *testing.T) {
+	for round := range 4 {
+		fs := vfs.NewCrashableMem()
+		o := testOptions(fs, clock.NewFake(testStart))
+		o.Durability = DurabilityInterval
+		o.MemTableSize = minMemTableSize
+		db := mustOpen(t, o)
+		const keys, ops = 300, 6000
+		m := model{}
+		var atSync model
+		later := make(map[string][]string) // values (or "" for deleted) written after the last sync
+
+		r := rand.New(rand.NewPCG(uint64(round), 3))
+		syncedSeq := uint64(0)
+		for i := range ops {
+			key := fmt.Sprint("key", r.IntN(keys))
+			m.op(t, db, r, key, uint64(i+1))
+			later[key] = append(later[key], m[key])
+
+			if r.IntN(300) == 0 {
+				db.pendingSyn.Store(true)
+				db.syncWAL()
+				atSync, later, syncedSeq = clone(m), make(map[string][]string), db.LastSeq()
+			}
+			if round%2 == 1 && r.IntN(200) == 0 {
+				// Pebble's WAL alone: deletes and small records are
+				// durable, the journal's tail is not.
+				if err := db.pdb.LogData(nil, pebble.Sync); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		crashed := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(uint64(round), 4))})
+		_ = db.Close()
+		o.FS = crashed
+		db = mustOpen(t, o)
+		for i := range keys {
+			key := fmt.Sprint("key", i)
+			v, ok := get(t, db, key)
+			if !ok {
+				v = ""
+			}
+			allowed := append([]string{atSync[key]}, later[key]...)
+			if !contains(allowed, v) {
+				t.Fatalf("round %d: %s reads %d bytes (found %v), not a state written since the last sync", round, key, len(v), ok)
+			}
+		}
+		if db.LastSeq() < syncedSeq {
+			t.Fatalf("round %d: log ends at %d, before the synced %d", round, db.LastSeq(), syncedSeq)
+		}
+		log := readLog(t, db) // gap-free
+		for seq := db.logFirst.Load(); seq <= syncedSeq; seq++ {
+			if _, ok := log[seq]; !ok {
+				t.Fatalf("round %d: synced log entry %d is missing", round, seq)
+			}
+		}
+		// Writes go on after the re-index.
+		put(t, db, "after", string(randomValue("after", 1000)), 0, uint64(ops+1))
+		if v, ok := get(t, db, "after"); !ok || v != string(randomValue("after", 1000)) {
+			t.Fatalf("round %d: write after the re-index", round)
+		}
+		if st := db.Stats(); st.BadCRC != 0 {
+			t.Fatalf("round %d: %d corrupt reads", round, st.BadCRC)
+		}
+		_ = db.Close()
+	}
+}
+
+// A journaled record deleted through Pebble stays deleted when a crash
+// loses the pending index: Open sees the delete's log entry after the
+// frame's seq.
+func TestPendingCrashDelete(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	o := testOptions(fs, clock.NewFake(testStart))
+	o.Durability = DurabilityInterval
+	db := mustOpen(t, o)
+	put(t, db, "gone", string(randomValue("gone", 1000)), 0, 1)
+	put(t, db, "kept", string(randomValue("kept", 1000)), 0, 2)
+	db.pendingSyn.Store(true)
+	db.syncWAL() // both frames durable, their index only in RAM
+	del(t, db, "gone", 3)
+	put(t, db, "kept", "small now", 0, 4) // a Pebble record over a pending one
+	db.pendingSyn.Store(true)
+	db.syncWAL()
+	crashed := fs.CrashClone(vfs.CrashCloneCfg{})
+	_ = db.Close()
+	o.FS = crashed
+	db = mustOpen(t, o)
+	defer db.Close()
+	if _, ok := get(t, db, "gone"); ok {
+		t.Fatal("a deleted record came back from the journal")
+	}
+	if v, ok := get(t, db, "kept"); !ok || v != "small now" {
+		t.Fatalf("kept = %q %v, want the later small record", v, ok)
+	}
+	if n := len(readLog(t, db)); n != 4 {
+		t.Fatalf("log: %d entries, want 4", n)
+	}
+	waitRecount(t, db)
+	if st := db.Stats(); st.Items != 1 {
+		t.Fatalf("%d items, want 1", st.Items)
+	}
+}
+
+// flush_all removes pending records too; records written after it stay,
+// across a restart.
+func TestPendingFlush(t *testing.T) {
+	clk := clock.NewFake(testStart)
+	o := testOptions(vfs.NewMem(), clk)
+	db := mustOpen(t, o)
+	for i := range 50 {
+		put(t, db, fmt.Sprint("old", i), string(randomValue(fmt.Sprint(i), 1000)), 0, uint64(i+1))
+	}
+	b := db.NewBatch()
+	b.Flush(FlushMarker{OldestLive: testStart.Unix(), Version: Version{HLC: 100, Node: db.NodeID()}})
+	mustCommit(t, db, b)
+	clk.Advance(time.Second)
+	put(t, db, "new", string(randomValue("new", 1000)), 0, 200)
+	for i := range 50 {
+		if _, ok := get(t, db, fmt.Sprint("old", i)); ok {
+			t.Fatalf("old%d survived flush_all", i)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = mustOpen(t, o)
+	defer db.Close()
+	if _, ok := get(t, db, "old3"); ok {
+		t.Fatal("old3 came back after a restart")
+	}
+	if v, ok := get(t, db, "new"); !ok || v != string(randomValue("new", 1000)) {
+		t.Fatal("a record written after flush_all was lost")
+	}
+	if n := len(readLog(t, db)); n != 52 {
+		t.Fatalf("log: %d entries, want 52", n)
+	}
+}
+
+// waitRecount waits for the counters rebuilt after an unclean shutdown.
+func waitRecount(t testing.TB, db *DB) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); db.recounting.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("recount did not finish")
+		}
+	}
+}
+
+func clone(m model) model {
+	c := make(model, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+func contains(vs []string, v string) bool {
+	for _, x := range vs {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzIndexedMarker: any bytes as the indexed marker decode to an error
+// wrapping ErrCorrupt or to a marker that encodes back to them.
+func FuzzIndexedMarker(f *testing.F) {
+	f.Add(indexedMarker{Seg: 3, Off: 1 << 20, Seq: 42}.encode())
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeIndexedMarker(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error not wrapping ErrCorrupt: %v", err)
+			}
+			return
+		}
+		if string(m.encode()) != string(b) {
+			t.Fatalf("%x decodes to %+v, which encodes to %x", b, m, m.encode())
+		}
+	})
+}
