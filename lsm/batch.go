@@ -259,6 +259,7 @@ func (db *DB) Commit(b *Batch) error {
 	haveFlush := false
 	b.deltas, b.pact, b.lbuf = b.deltas[:0], b.pact[:0], b.lbuf[:0]
 	var entry LogEntry
+	appended := false // a frame of b is in the journal
 	var scr [64]byte
 	lbuf := scr[:0]
 	for i := range b.ops {
@@ -279,11 +280,18 @@ func (db *DB) Commit(b *Batch) error {
 				fseq = 0
 			}
 			if err := db.writeRecordLocked(pb, b, o, key, fseq); err != nil {
+				if appended {
+					// A frame of this batch is in the journal with a seq
+					// the next commit would reuse: re-indexing could
+					// not tell them apart.
+					db.fail(err)
+				}
 				db.handOffLocked()
 				db.mu.Unlock()
 				db.st.writeErrors.Add(1)
 				return fmt.Errorf("lsm: commit: %w", err)
 			}
+			appended = appended || o.loc.Segment != 0
 			hlc = max(hlc, o.version.HLC)
 		}
 		if o.remote {
@@ -431,8 +439,10 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 	p := o.prev
 	o.loc = JournalLoc{}
 	journaled := db.journaled(o)
+	wasPending := false
 	if !journaled {
-		if err := db.supersedeLocked(b, pb, key); err != nil {
+		var err error
+		if wasPending, err = db.supersedeLocked(b, pb, key); err != nil {
 			return err
 		}
 		b.pact = append(b.pact, pendAction{kind: actRemove, key: o.key})
@@ -485,7 +495,7 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 	// and compaction entry fewer for the common overwrite of a hot key).
 	// prev has been rechecked under mu, so its k entry is there, unless
 	// prev was pending (its k entry is not in Pebble yet).
-	if !p.Present || p.Epoch != e || p.pending {
+	if !p.Present || p.Epoch != e || p.pending || wasPending {
 		b.scr = appendIndexKey(b.scr[:0], key)
 		_ = pb.Set(b.scr, binary.BigEndian.AppendUint32(scr[:0], e), nil)
 	}

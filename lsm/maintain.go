@@ -212,7 +212,7 @@ func (db *DB) sweepPending(now int64) {
 			continue
 		}
 		key := []byte(k)
-		if db.supersedeLocked(nil, pb, key) != nil {
+		if _, err := db.supersedeLocked(nil, pb, key); err != nil {
 			return
 		}
 		scr = appendIndexKey(scr[:0], key)
@@ -515,7 +515,7 @@ func (db *DB) deleteChunk(ikeys [][]byte, tombstones bool, n *atomic.Uint64) {
 		if where.pending {
 			// The entry's base had the same x entry; the pending record
 			// expired with it.
-			if db.supersedeLocked(nil, pb, key) != nil {
+			if _, err := db.supersedeLocked(nil, pb, key); err != nil {
 				continue
 			}
 			pend = append(pend, key)

@@ -425,3 +425,60 @@ func FuzzIndexedMarker(f *testing.F) {
 		}
 	})
 }
+
+// A small record over a pending one, with the Location Put returned as
+// prev (not marked pending), still writes the key's k entry: the pending
+// entry that held it is gone from the index, and a read without a hint
+// (after a restart) goes through k.
+func TestPendingSmallOverPending(t *testing.T) {
+	o := testOptions(vfs.NewMem(), clock.NewFake(testStart))
+	db := mustOpen(t, o)
+	b := db.NewBatch()
+	big := Record{Value: randomValue("big", 1000), Version: Version{HLC: 1, Node: db.NodeID()}}
+	b.Put([]byte("k"), &big, Location{})
+	mustCommit(t, db, b)
+	small := Record{Value: []byte("small"), Version: Version{HLC: 2, Node: db.NodeID()}}
+	b.Put([]byte("k"), &small, big.Where)
+	mustCommit(t, db, b)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = mustOpen(t, o)
+	defer db.Close()
+	if v, ok := get(t, db, "k"); !ok || v != "small" {
+		t.Fatalf("after a restart: %q %v, want the small record", v, ok)
+	}
+	assertIndexClean(t, db, model{"k": "small"})
+}
+
+// A batch whose frames cross a segment boundary (32 MiB) keeps every
+// entry and log entry, those of the table it sealed included.
+func TestPendingBatchAcrossSeal(t *testing.T) {
+	o := testOptions(vfs.NewMem(), clock.NewFake(testStart))
+	o.MemTableSize = minMemTableSize
+	db := mustOpen(t, o)
+	m := model{}
+	b := db.NewBatch()
+	for i := range 3000 {
+		key := fmt.Sprint("key", i)
+		v := string(randomValue(key, 12000))
+		rec := Record{Value: []byte(v), Version: Version{HLC: uint64(i + 1), Node: db.NodeID()}}
+		b.Put([]byte(key), &rec, Location{Known: true})
+		m[key] = v
+	}
+	mustCommit(t, db, b)
+	if n := len(db.j.Segments()); n < 2 {
+		t.Fatalf("the batch's frames are in %d segments: it sealed too few tables", n)
+	}
+	m.check(t, db, "committed", 3000)
+	if n := len(readLog(t, db)); n != 3000 {
+		t.Fatalf("log: %d entries, want 3000", n)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = mustOpen(t, o)
+	defer db.Close()
+	m.check(t, db, "reopened", 3000)
+	assertIndexClean(t, db, m)
+}

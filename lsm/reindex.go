@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -39,6 +40,15 @@ func (db *DB) reindex(b *pebble.Batch) error {
 	if err != nil {
 		return fmt.Errorf("lsm: metadata %q: %w", metaIndexed[1:], err)
 	}
+	// Files of an ingestion a crash interrupted (Pebble removes those it
+	// ingested).
+	if names, err := db.opts.FS.List(db.opts.Dir); err == nil {
+		for _, n := range names {
+			if strings.HasPrefix(n, ingestFilePrefix) {
+				_ = db.opts.FS.Remove(db.opts.FS.PathJoin(db.opts.Dir, n))
+			}
+		}
+	}
 	segs := db.j.Segments()
 	if n := len(segs); n == 0 || (segs[n-1].ID == ix.Seg && db.j.OpenSize() <= ix.Off) {
 		return nil
@@ -46,9 +56,11 @@ func (db *DB) reindex(b *pebble.Batch) error {
 
 	// Pebble's log after the marker: the seqs it holds, and the last seq
 	// at which each key was written there.
+	// (Entries below logFirst were trimmed: the log starts there.)
+	from := max(ix.Seq+1, db.logFirst.Load())
 	inPebble := make(map[uint64]bool)
 	later := make(map[string]uint64)
-	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: appendLogKey(nil, ix.Seq+1), UpperBound: []byte{prefixLog + 1}})
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: appendLogKey(nil, from), UpperBound: []byte{prefixLog + 1}})
 	if err != nil {
 		return fmt.Errorf("lsm: reindex: %w", err)
 	}
@@ -86,9 +98,11 @@ func (db *DB) reindex(b *pebble.Batch) error {
 			seen[fr.Seq] = true
 			hi = max(hi, fr.Seq)
 			h, _, herr := parseRecordHeader(fr.Record)
-			start := len(arena)
-			arena = appendLogEntry(arena, &LogEntry{Op: LogPut, Time: h.time * 1000, Version: h.version, Key: fr.Key})
-			logs = append(logs, pendingLog{seq: fr.Seq, off: uint32(start), n: uint32(len(arena) - start)})
+			if fr.Seq >= from {
+				start := len(arena)
+				arena = appendLogEntry(arena, &LogEntry{Op: LogPut, Time: h.time * 1000, Version: h.version, Key: fr.Key})
+				logs = append(logs, pendingLog{seq: fr.Seq, off: uint32(start), n: uint32(len(arena) - start)})
+			}
 			if herr != nil || h.kind != KindItem || !live || later[string(fr.Key)] > fr.Seq {
 				return true
 			}
@@ -126,7 +140,7 @@ func (db *DB) reindex(b *pebble.Batch) error {
 		// ErrCorrupt: a torn tail, the end of what the crash left.
 	}
 	lost := 0
-	for seq := ix.Seq + 1; seq <= hi; seq++ {
+	for seq := from; seq <= hi; seq++ {
 		if !inPebble[seq] && !seen[seq] {
 			start := len(arena)
 			arena = appendLogEntry(arena, &LogEntry{Op: LogPut, Time: db.opts.Clock.Now().UnixMilli()})

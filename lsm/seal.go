@@ -103,8 +103,10 @@ func (db *DB) pendViewLocked(b *Batch, key []byte) []segEntry {
 // ingested first (its sstable would land over the write): it waits for
 // that. The leftovers of the key's base (the state Pebble holds under the
 // pending entries) are deleted in pb, before the write's own mutations.
-// The caller removes the key's entries once pb is committed. Requires mu.
-func (db *DB) supersedeLocked(b *Batch, pb *pebble.Batch, key []byte) error {
+// The caller removes the key's entries once pb is committed. It reports
+// whether the key had pending entries: its k entry is then not in Pebble
+// (or names the base's epoch), and the write must set it. Requires mu.
+func (db *DB) supersedeLocked(b *Batch, pb *pebble.Batch, key []byte) (bool, error) {
 	var wait *segIndex
 	db.pend.RLock()
 	for i := len(db.pend.frozen) - 1; i >= 0 && wait == nil; i-- {
@@ -116,15 +118,16 @@ func (db *DB) supersedeLocked(b *Batch, pb *pebble.Batch, key []byte) error {
 	db.pend.RUnlock()
 	if wait != nil {
 		if err := db.waitTable(wait); err != nil {
-			return err
+			return false, err
 		}
 	}
-	if v := db.pendViewLocked(b, key); len(v) > 0 {
+	v := db.pendViewLocked(b, key)
+	if len(v) > 0 {
 		for _, k := range baseLeftovers(key, v[0].e.base, nil) {
 			_ = pb.Delete(k, nil)
 		}
 	}
-	return nil
+	return wait != nil || len(v) > 0, nil
 }
 
 // baseLeftovers lists the Pebble keys of base, key's state in Pebble under
@@ -221,9 +224,9 @@ func (db *DB) rollLocked() error {
 	t := p.open
 	t.end = end
 	p.open = newSegIndex(prev + 1)
-	if !t.empty() {
-		p.frozen = append(p.frozen, t)
-	}
+	// Frozen even when empty: the entries of the commit that rolls, for
+	// frames it appended before, are applied to it after the roll.
+	p.frozen = append(p.frozen, t)
 	handed := 0
 	var oldest *segIndex
 	for _, f := range p.frozen {
@@ -257,6 +260,10 @@ func (db *DB) handOffLocked() {
 		}
 	}
 	p.Unlock()
+	if kick && db.failed() != nil {
+		db.failHanded()
+		return
+	}
 	if kick {
 		select {
 		case db.sealKick <- struct{}{}:
@@ -375,15 +382,14 @@ func (db *DB) nextHanded() *segIndex {
 // keys keep working from RAM; Open re-indexes the journal).
 func (db *DB) seal(t *segIndex) {
 	err := db.failed()
-	if err == nil {
+	if err == nil && !t.empty() {
 		err = db.ingestTable(t)
 	}
 	if err != nil {
 		db.st.writeErrors.Add(1)
 		db.log.Error("journal index ingestion failed: refusing writes", "segment", t.seg, "err", err)
 		db.fail(err)
-		t.err = fmt.Errorf("lsm: journal index: %w", db.failed())
-		close(t.done)
+		db.failHanded()
 		return
 	}
 	close(t.done)
@@ -391,8 +397,26 @@ func (db *DB) seal(t *segIndex) {
 	db.st.ingests.Add(1)
 }
 
-// ingestSeq numbers the sstable files written for ingestion.
+// failHanded ends, with the DB's failure, every handed table not yet
+// ingested: none will be (ingestion keeps seal order), and a commit
+// waiting for one must not wait until Close. Their entries stay readable.
+func (db *DB) failHanded() {
+	err := fmt.Errorf("lsm: journal index: %w", db.failed())
+	db.pend.Lock()
+	defer db.pend.Unlock()
+	for _, t := range db.pend.frozen {
+		if t.handed && t.err == nil && !isDone(t) {
+			t.err = err
+			close(t.done)
+		}
+	}
+}
+
+// ingestSeq numbers the sstable files written for ingestion, named
+// ingestFilePrefix + number in the store's directory.
 var ingestSeq atomic.Uint64
+
+const ingestFilePrefix = "journal-index-"
 
 // ingestTable writes t as sorted sstables, one per key space, and has
 // Pebble ingest them in one atomic step. One file per key space lets each
@@ -416,7 +440,7 @@ func (db *DB) ingestTable(t *segIndex) error {
 		if len(g) == 0 {
 			continue
 		}
-		path := fs.PathJoin(db.opts.Dir, fmt.Sprintf("journal-index-%06d.sst", ingestSeq.Add(1)))
+		path := fs.PathJoin(db.opts.Dir, fmt.Sprintf("%s%06d.sst", ingestFilePrefix, ingestSeq.Add(1)))
 		paths = append(paths, path)
 		if err := w.write(fs, path, g, db.sstOpts); err != nil {
 			return err
