@@ -475,8 +475,8 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 		size := uint32(len(key) + o.rec.n)
 		b.pact = append(b.pact, pendAction{kind: actPut, key: o.key, seg: loc.Segment,
 			entry: pendingEntry{loc: loc, exptime: o.exptime, ver: o.version, epoch: e, size: size, base: baseOf(p)}})
-		if p.Present {
-			db.unindexPrevLocked(nil, b, p, key, o, e)
+		if p.Present && !p.Tombstone {
+			b.deltas = append(b.deltas, epochDelta{p.Epoch, -1, -int64(p.Size)})
 		}
 		b.deltas = append(b.deltas, epochDelta{e, 1, int64(size)})
 		return nil
@@ -540,9 +540,9 @@ func (db *DB) appendJournalLocked(seq uint64, key, rec []byte) (JournalLoc, erro
 
 // unindexPrevLocked deletes the x or t entry of the previous record p of
 // key, unless o (nil for a plain delete) writes the same entry again, and
-// takes p out of the counters. With pb nil it only counts.
+// takes p out of the counters.
 func (db *DB) unindexPrevLocked(pb *pebble.Batch, b *Batch, p Location, key []byte, o *batchOp, e uint32) {
-	same := pb == nil || (o != nil && p.Epoch == e && p.Tombstone == o.tomb && p.Exptime == o.exptime)
+	same := o != nil && p.Epoch == e && p.Tombstone == o.tomb && p.Exptime == o.exptime
 	switch {
 	case p.Tombstone:
 		if !same {

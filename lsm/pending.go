@@ -155,14 +155,10 @@ func (p *pendIndex) get(key []byte) (pendingEntry, bool) {
 	return pendingEntry{}, false
 }
 
-// tables lists the open and frozen tables, oldest first (under the read
-// lock: the list, not the tables, is copied).
-func (p *pendIndex) tables() []*segIndex {
-	p.RLock()
-	defer p.RUnlock()
-	ts := make([]*segIndex, 0, len(p.frozen)+1)
-	ts = append(ts, p.frozen...)
-	return append(ts, p.open)
+// allLocked lists the frozen tables and the open one, oldest first.
+// Requires the lock (read or write).
+func (p *pendIndex) allLocked() []*segIndex {
+	return append(p.frozen[:len(p.frozen):len(p.frozen)], p.open)
 }
 
 // table is the open or an unhanded frozen table of segment seg (nil when
@@ -183,7 +179,7 @@ func (p *pendIndex) table(seg uint32) *segIndex {
 func (p *pendIndex) stats() (keys, logs int, mem int64) {
 	p.RLock()
 	defer p.RUnlock()
-	for _, t := range append(p.frozen[:len(p.frozen):len(p.frozen)], p.open) {
+	for _, t := range p.allLocked() {
 		keys += len(t.keys)
 		logs += len(t.logs)
 		mem += t.mem
@@ -195,7 +191,7 @@ func (p *pendIndex) stats() (keys, logs int, mem int64) {
 func (p *pendIndex) minSeq() uint64 {
 	p.RLock()
 	defer p.RUnlock()
-	for _, t := range append(p.frozen[:len(p.frozen):len(p.frozen)], p.open) {
+	for _, t := range p.allLocked() {
 		if len(t.logs) > 0 {
 			return t.logs[0].seq
 		}

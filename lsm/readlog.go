@@ -104,7 +104,7 @@ func (db *DB) pendingLogs(from, end uint64) pendingLogCursor {
 	c := pendingLogCursor{end: end}
 	db.pend.RLock()
 	defer db.pend.RUnlock()
-	for _, t := range append(db.pend.frozen[:len(db.pend.frozen):len(db.pend.frozen)], db.pend.open) {
+	for _, t := range db.pend.allLocked() {
 		if logs, arena := t.logsFrom(from); len(logs) > 0 {
 			c.parts = append(c.parts, pendingLogPart{logs, arena})
 		}

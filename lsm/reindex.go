@@ -1,6 +1,7 @@
 package lsm
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -148,7 +149,7 @@ func (db *DB) reindex(b *pebble.Batch) error {
 			lost++
 		}
 	}
-	slices.SortFunc(logs, func(a, b pendingLog) int { return cmpU64(a.seq, b.seq) })
+	slices.SortFunc(logs, func(a, b pendingLog) int { return cmp.Compare(a.seq, b.seq) })
 	t.logs, t.arena = logs, arena
 	t.seg, t.end = db.j.Segment(), db.j.OpenSize()
 	if len(logs) > 0 {
@@ -168,14 +169,4 @@ func (db *DB) reindex(b *pebble.Batch) error {
 	db.log.Info("journal re-indexed after an unclean shutdown", "frames", len(seen), "indexed", indexed,
 		"lost_log_entries", lost, "from_segment", ix.Seg)
 	return nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

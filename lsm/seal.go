@@ -192,8 +192,7 @@ func (db *DB) dropPendingLocked(lo uint32) {
 	t := db.pend.open
 	for k, e := range t.keys {
 		if lo == 0 || e.epoch < lo {
-			delete(t.keys, k)
-			t.mem -= int64(pendingEntrySize + len(k))
+			t.remove([]byte(k))
 		}
 	}
 }

@@ -4,6 +4,7 @@ package protocol
 // memcached's order. Stats are rare: these paths may allocate a little.
 
 import (
+	"cmp"
 	"net"
 	"runtime/metrics"
 	"slices"
@@ -455,8 +456,8 @@ func (c *conn) connsStats(sw statSink) {
 		conns = append(conns, cc)
 	}
 	s.mu.Unlock()
-	slices.SortFunc(lns, func(a, b lnInfo) int { return cmpU64(a.id, b.id) })
-	slices.SortFunc(conns, func(a, b *conn) int { return cmpU64(a.id, b.id) })
+	slices.SortFunc(lns, func(a, b lnInfo) int { return cmp.Compare(a.id, b.id) })
+	slices.SortFunc(conns, func(a, b *conn) int { return cmp.Compare(a.id, b.id) })
 	name := func(id uint64, key string) string { return strconv.FormatUint(id, 10) + ":" + key }
 	for _, ln := range lns {
 		sw.str(name(ln.id, "addr"), ln.addr)
@@ -554,16 +555,6 @@ func (c *conn) slabsStats(sw statSink) {
 	sw.u("1:touch_hits", es.TouchHits)
 	sw.u("active_slabs", 1)
 	sw.u("total_malloced", malloced)
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // bindingProtocol is memcached's name for a protocol setting
