@@ -174,7 +174,7 @@
 // Therefore a record that was not hit (or one past the cap below) is moved
 // to the tail of main too instead of evicted while the shard's live bytes
 // plus the incoming record stay within its budget less a cleaning headroom
-// of 1/8 of the budget and six chunks (the reserve, and the partly used
+// of 1/8 of the budget and seven chunks (the reserve, and the partly used
 // chunks at the ends of the logs): memcached, which frees the old slot on
 // overwrite, does not evict then either. A working set of up to about 70%
 // of MemoryLimit (the headroom less the imbalance between shards) is not
@@ -188,8 +188,8 @@
 // max(4 x record, 64 KiB), as S3-FIFO has it; in all, four times the
 // larger of the record and a chunk (room is freed in whole chunks), at
 // least as much. Beyond that, and for records larger than a chunk, records
-// are evicted whatever their frequency. Two chunks
-// per shard are kept free so that moves find room. Overwrites keep the
+// are evicted whatever their frequency. Three chunks
+// per shard are kept free so that moves always find room. Overwrites keep the
 // key's frequency and queue. In the trace-driven simulation (sim_test.go)
 // this beats a model of memcached's segmented LRU with the same byte budget
 // on Zipf and scan-polluted traces.

@@ -85,8 +85,22 @@ func TestOverwriteFitsNoEviction(t *testing.T) {
 			if st.Evictions != 0 || ratio != 1 {
 				t.Errorf("working set of 60%% of the limit: %d evictions, hit ratio %.4f; want 0 and 1", st.Evictions, ratio)
 			}
+			if n := movesNoChunk(e); n != 0 {
+				t.Errorf("%d moves found no free chunk", n)
+			}
 		})
 	}
+}
+
+// movesNoChunk sums the moves that found no free chunk over e's shards.
+func movesNoChunk(e *Engine) (n uint64) {
+	for i := range e.shards {
+		s := &e.shards[i]
+		s.mu.Lock()
+		n += s.mu.c.movesNoChunk
+		s.mu.Unlock()
+	}
+	return n
 }
 
 // TestOverwriteOverflowEvicts: a working set of 150% of the limit must be
@@ -102,6 +116,9 @@ func TestOverwriteOverflowEvicts(t *testing.T) {
 				ratio, st.Evictions, st.Bytes, st.LimitMaxbytes, is.MovesToMain, is.MovesWithinMain, is.MovesForRoom)
 			if st.Evictions == 0 {
 				t.Errorf("working set of 150%% of the limit: no evictions")
+			}
+			if n := movesNoChunk(e); n != 0 {
+				t.Errorf("%d moves found no free chunk", n)
 			}
 			// Uniform access: at best the resident fraction (1/1.5) of the
 			// gets hit; the live data is kept above 80% of the limit.
