@@ -174,7 +174,9 @@ func Open(opts Options) (*DB, error) {
 	// No location hints while load re-indexes the journal: its reads
 	// would leave hints to the records it supersedes.
 	err = db.load()
-	db.hints = newHints(opts.LocationHints)
+	if err == nil {
+		db.hints, err = newHints(opts.LocationHints)
+	}
 	if err != nil {
 		if db.j != nil {
 			_ = db.j.Close()
@@ -657,6 +659,7 @@ func (db *DB) Close() error {
 	}
 	db.cache.Unref()
 	db.codec.close()
+	db.hints.free()
 	if len(errs) > 0 {
 		return fmt.Errorf("lsm: close: %w", errors.Join(errs...))
 	}

@@ -143,10 +143,10 @@ func TestHintsNeverResurrect(t *testing.T) {
 	}
 }
 
-// With a table of one slot every key evicts every other key's hint and
-// tags collide on purpose: reads stay exact.
+// With a table of one bucket every key evicts every other key's hint:
+// reads stay exact.
 func TestHintsTinyTable(t *testing.T) {
-	db := hintDB(t, 8)
+	db := hintDB(t, hintBucketSize)
 	want := map[string]string{}
 	for i := range 300 {
 		k := fmt.Sprintf("key-%d", i%50)
@@ -162,8 +162,15 @@ func TestHintsTinyTable(t *testing.T) {
 			t.Fatalf("%s = %q %v, want %q", k, got, ok, v)
 		}
 	}
-	if newHints(hintSlotSize-1) != nil || len(newHints(hintSlotSize).slots) != 1 || len(newHints(1<<20).slots) != 1<<15 {
-		t.Fatal("newHints sizes")
+	for _, c := range []struct{ bytes, buckets int64 }{{hintBucketSize - 1, 0}, {hintBucketSize, 1}, {1 << 20, (1 << 20) / 48}} {
+		h, err := newHints(c.bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := int64(len(h.bucketsOrNil())); got != c.buckets {
+			t.Fatalf("newHints(%d): %d buckets, want %d", c.bytes, got, c.buckets)
+		}
+		h.free()
 	}
 }
 
@@ -250,4 +257,66 @@ func testConcurrentReads(t *testing.T, hintBytes int64) {
 	if hintBytes > 0 && db.Stats().HintHits == 0 {
 		t.Fatal("no read used a hint")
 	}
+}
+
+// A bucket keeps the two keys written most recently, newest first.
+func TestHintBucketPut(t *testing.T) {
+	var b hintBucket
+	tags := func() [hintWays]uint32 { return [hintWays]uint32{b[0].tag, b[1].tag} }
+	steps := []struct {
+		tag  uint32
+		want [hintWays]uint32
+	}{
+		{1, [2]uint32{1, 0}}, // empty bucket: the first slot
+		{2, [2]uint32{2, 1}}, // a second key goes first, the older one second
+		{3, [2]uint32{3, 2}}, // a full bucket drops the oldest
+		{2, [2]uint32{2, 3}}, // a key in the second slot comes first again
+		{2, [2]uint32{2, 3}}, // and stays there
+	}
+	for i, s := range steps {
+		b.put(s.tag, hint{epoch: uint32(i)})
+		if got := tags(); got != s.want {
+			t.Fatalf("step %d: put %d: slots %v, want %v", i, s.tag, got, s.want)
+		}
+		if b[0].epoch != uint32(i) {
+			t.Fatalf("step %d: the new hint is not in the first slot: %+v", i, b)
+		}
+	}
+	b[0] = hintSlot{} // cleared: the next key takes the slot, the other stays
+	b.put(7, hint{})
+	if got := tags(); got != [2]uint32{7, 3} {
+		t.Fatalf("after a clear: slots %v, want [7 3]", got)
+	}
+}
+
+// A hint naming another key's frame (two keys with the same tag in one
+// bucket) is detected by the frame's key: the read falls back to the index.
+func TestHintOtherKeysFrame(t *testing.T) {
+	db := hintDB(t, 1<<16)
+	rng := rand.New(rand.NewPCG(1, 2))
+	big := map[byte]string{}
+	for _, c := range []byte("ab") {
+		v := make([]byte, 1000) // random: it stays above JournalMin compressed
+		for i := range v {
+			v[i] = byte(rng.Uint32())
+		}
+		big[c] = string(v)
+	}
+	hintPut(t, db, "a", big['a'])
+	hintPut(t, db, "b", big['b'])
+	ha, ok, _ := db.hints.get([]byte("a"))
+	if !ok || ha.loc.Segment == 0 {
+		t.Fatalf("a's hint %+v %v: want a journal location", ha, ok)
+	}
+	db.hints.set([]byte("b"), ha)
+	if v, ok := hintGet(t, db, "b"); !ok || v != big['b'] {
+		t.Fatalf("b read through a's frame: found %v, %d bytes", ok, len(v))
+	}
+}
+
+func (h *hints) bucketsOrNil() []hintBucket {
+	if h == nil {
+		return nil
+	}
+	return h.buckets
 }
