@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -134,7 +135,8 @@ func Workloads() []Workload {
 			Options: durable, Dedicated: true,
 			Baseline: []string{"--durability", "none"}, TcacheArgs: []string{"--durability", "sync"}},
 		{Name: "restart", Description: "tcache only, `-m 64`: time from exec to the first answered request after a " +
-			"graceful stop, with 256 MiB, 512 MiB and 1 GiB of 4 KiB random values on disk",
+			"graceful stop, with 256 MiB, 512 MiB and 1 GiB of 4 KiB random values on disk; then after a kill -9 " +
+			"that followed 48 MiB of overwrites (durability interval), so that the restart re-indexes the journal",
 			Dedicated: true, RestartSizes: []int64{256 << 20, 512 << 20, 1 << 30}},
 	}
 }
@@ -260,6 +262,11 @@ type RestartResult struct {
 	DiskBytes uint64        // extstore_bytes_used before the stop
 	Items     uint64        // curr_items after the restart
 	FirstReq  time.Duration // exec to the first answered request
+	// AfterKill is FirstReq after a kill -9 that followed crashBytes of
+	// overwrites, and Reindexed the journal frames that restart scanned
+	// (from its log; 0 when it logged none).
+	AfterKill time.Duration
+	Reindexed uint64
 }
 
 // Compare starts memcached and tcache on free 127.0.0.1 ports with the same
@@ -800,16 +807,68 @@ func measureRestarts(ctx context.Context, o CompareOptions, row *ComparisonRow, 
 			return nil
 		}
 		res.DataBytes, res.DiskBytes = size, used
+		crash, err := timeCrashRestart(ctx, o, dir, size/valueSize)
+		if err != nil {
+			row.Err = fmt.Sprintf("restart after kill -9 at %d MiB: %v", size>>20, err)
+			return nil
+		}
+		res.AfterKill, res.Reindexed = crash.FirstReq, crash.Reindexed
 		row.Restarts = append(row.Restarts, res)
 		o.Logger.Info("restart", "data_mib", size>>20, "disk_mib", used>>20, "items", res.Items,
-			"first_request", res.FirstReq.Round(time.Millisecond).String())
+			"first_request", res.FirstReq.Round(time.Millisecond).String(),
+			"after_kill", res.AfterKill.Round(time.Millisecond).String(), "reindexed_frames", res.Reindexed)
 	}
 	return nil
+}
+
+// crashBytes is what timeCrashRestart overwrites before its kill -9: more
+// than a journal segment (32 MiB), so that the restart has unindexed
+// frames to scan.
+const crashBytes = 48 << 20
+
+// reindexedRE finds the frame count in lsm's re-index log line.
+var reindexedRE = regexp.MustCompile(`journal re-indexed.* frames=(\d+)`)
+
+// timeCrashRestart starts tcache on dir's data with the default durability
+// (interval), overwrites crashBytes of 4 KiB values among keys [0, keys),
+// kills it with SIGKILL, and times the restart (timeFirstRequest).
+func timeCrashRestart(ctx context.Context, o CompareOptions, dir string, keys int64) (RestartResult, error) {
+	const valueSize = 4096
+	args := []string{"-U", "0", "-m", "64", "-t", strconv.Itoa(o.ServerThreads), "--data-dir", filepath.Join(dir, "data")}
+	p, err := startProcess(ctx, "tcache", o.TcacheBinary, args, 120*time.Second)
+	if err != nil {
+		return RestartResult{}, err
+	}
+	n := min(int64(crashBytes/valueSize), keys)
+	fill := Options{
+		Servers: []string{p.addr}, Protocol: ProtocolText, Threads: 1, Clients: 8,
+		SetRatio: 1, GetRatio: 0, Pipeline: 64, DataSizeMin: valueSize, DataSizeMax: valueSize,
+		SetPattern: Parallel, GetPattern: Parallel, KeyPrefix: "restart:",
+		KeyMinimum: 0, KeyMaximum: uint64(n - 1), Seed: 2, Requests: (n + 7) / 8,
+	}
+	_, err = Run(ctx, fill)
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	if err != nil {
+		return RestartResult{}, fmt.Errorf("overwriting: %w", err)
+	}
+	var out string
+	res, err := timeFirstRequestOut(ctx, o.TcacheBinary, args, &out)
+	if m := reindexedRE.FindStringSubmatch(out); m != nil {
+		res.Reindexed, _ = strconv.ParseUint(m[1], 10, 64)
+	}
+	return res, err
 }
 
 // timeFirstRequest starts tcache and measures the time from exec until a
 // "version" request is answered, then reads curr_items and stops it.
 func timeFirstRequest(ctx context.Context, bin string, args []string) (RestartResult, error) {
+	return timeFirstRequestOut(ctx, bin, args, nil)
+}
+
+// timeFirstRequestOut is timeFirstRequest that also stores the server's
+// output up to its stop in *out, when out is not nil.
+func timeFirstRequestOut(ctx context.Context, bin string, args []string, out *string) (RestartResult, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return RestartResult{}, err
@@ -828,7 +887,12 @@ func timeFirstRequest(ctx context.Context, bin string, args []string) (RestartRe
 		_ = p.cmd.Wait()
 		close(p.done)
 	}()
-	defer p.stop()
+	defer func() {
+		p.stop()
+		if out != nil {
+			*out = p.out.String()
+		}
+	}()
 	deadline := start.Add(120 * time.Second)
 	for {
 		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
@@ -882,9 +946,10 @@ func (c *Comparison) RestartTable() string {
 	for _, r := range c.Rows {
 		for _, x := range r.Restarts {
 			if b.Len() == 0 {
-				b.WriteString("| values written | Pebble disk usage | items after restart | exec → first answered request |\n|---|---|---|---|\n")
+				b.WriteString("| values written | disk usage | items after restart | exec → first answered request | the same after 48 MiB of overwrites and kill -9 | journal frames re-indexed |\n|---|---|---|---|---|---|\n")
 			}
-			fmt.Fprintf(&b, "| %d MiB | %d MiB | %d | %v |\n", x.DataBytes>>20, x.DiskBytes>>20, x.Items, x.FirstReq.Round(time.Millisecond))
+			fmt.Fprintf(&b, "| %d MiB | %d MiB | %d | %v | %v | %d |\n", x.DataBytes>>20, x.DiskBytes>>20, x.Items,
+				x.FirstReq.Round(time.Millisecond), x.AfterKill.Round(time.Millisecond), x.Reindexed)
 		}
 	}
 	return b.String()
