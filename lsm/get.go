@@ -77,7 +77,7 @@ func (nopCloser) Close() error { return nil }
 // bp and fb are scratch.
 func (db *DB) find(bp, fb *[]byte, key []byte, resolve bool) (where Location, v []byte, closer io.Closer, err error) {
 	gen := db.sweepGen.Load()
-	var seen hintBucket
+	var seen uint64
 	var hn hint
 	hinted, found := false, false
 	if db.hints != nil {

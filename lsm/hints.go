@@ -34,9 +34,13 @@ import (
 //     the batch, under the commit mutex, and clears it for a plain delete;
 //     the sweeper and the flush pass clear the hints of the records they
 //     delete, under the same mutex;
-//   - a read that fell back to Pebble installs what it found only if the
-//     bucket still holds what it saw before reading (install), so a commit
-//     that ran in between wins.
+//   - a read that fell back to Pebble installs what it found only if no
+//     set, clear or install touched the bucket's stripe since it looked
+//     (install, by the stripe's generation), so a commit that ran in
+//     between wins. Comparing the bucket itself would not do: a delete of
+//     a key without a hint leaves the bucket as it was, and the read would
+//     then install a hint to a frame the delete left behind, which a later
+//     read would serve.
 //
 // So a hint names the key's record in some committed state that no later
 // write or deletion of the key has replaced: the record found there is the
@@ -58,7 +62,8 @@ const hintStripes = 64
 
 type paddedMutex struct {
 	sync.Mutex
-	_ [56]byte // one cache line each
+	gen uint64   // changes of the stripe's buckets; guarded by the mutex
+	_   [48]byte // one cache line each
 }
 
 // hintSlot is one slot; tag 0 is empty.
@@ -129,17 +134,17 @@ func (h *hints) bucket(key []byte) (uint64, uint32) {
 	return i, uint32(x) | 1
 }
 
-func (h *hints) lock(i uint64) *sync.Mutex { return &h.locks[i%hintStripes].Mutex }
+func (h *hints) lock(i uint64) *paddedMutex { return &h.locks[i%hintStripes] }
 
-// get returns key's hint, and its bucket as it was, to pass to install
-// after reading Pebble.
-func (h *hints) get(key []byte) (hn hint, ok bool, seen hintBucket) {
+// get returns key's hint, and the generation of its stripe, to pass to
+// install after reading Pebble.
+func (h *hints) get(key []byte) (hn hint, ok bool, seen uint64) {
 	i, tag := h.bucket(key)
 	mu := h.lock(i)
 	mu.Lock()
-	seen = h.buckets[i]
+	b, seen := h.buckets[i], mu.gen
 	mu.Unlock()
-	for _, s := range seen {
+	for _, s := range b {
 		if s.tag == tag {
 			return hint{epoch: s.epoch, loc: s.loc}, true, seen
 		}
@@ -147,14 +152,15 @@ func (h *hints) get(key []byte) (hn hint, ok bool, seen hintBucket) {
 	return hint{}, false, seen
 }
 
-// install records hn for key if the bucket still holds seen (what get
-// returned before Pebble was read).
-func (h *hints) install(key []byte, hn hint, seen hintBucket) {
+// install records hn for key if nothing changed the stripe since get
+// returned seen (before Pebble was read).
+func (h *hints) install(key []byte, hn hint, seen uint64) {
 	i, tag := h.bucket(key)
 	mu := h.lock(i)
 	mu.Lock()
-	if h.buckets[i] == seen {
+	if mu.gen == seen {
 		h.buckets[i].put(tag, hn)
+		mu.gen++
 	}
 	mu.Unlock()
 }
@@ -166,10 +172,12 @@ func (h *hints) set(key []byte, hn hint) {
 	mu := h.lock(i)
 	mu.Lock()
 	h.buckets[i].put(tag, hn)
+	mu.gen++
 	mu.Unlock()
 }
 
-// clear forgets key's hint if the bucket holds one for key (a delete).
+// clear forgets key's hint if the bucket holds one for key (a delete), and
+// in any case fails the installs of reads that looked before it.
 func (h *hints) clear(key []byte) {
 	i, tag := h.bucket(key)
 	mu := h.lock(i)
@@ -180,6 +188,7 @@ func (h *hints) clear(key []byte) {
 			b[w] = hintSlot{}
 		}
 	}
+	mu.gen++
 	mu.Unlock()
 }
 

@@ -320,3 +320,29 @@ func (h *hints) bucketsOrNil() []hintBucket {
 	}
 	return h.buckets
 }
+
+// A read that looked before a delete of a key without a hint must not
+// install the hint it found afterwards: the frame stays in its segment
+// and a read through the hint would serve the deleted value.
+func TestHintInstallAfterDelete(t *testing.T) {
+	db := hintDB(t, 1<<16)
+	v := make([]byte, 1000)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range v {
+		v[i] = byte(rng.Uint32()) // random: it goes to the journal
+	}
+	hintPut(t, db, "k", string(v))
+	found, ok, _ := db.hints.get([]byte("k"))
+	if !ok || found.loc.Segment == 0 {
+		t.Fatalf("k's hint %+v %v: want a journal location", found, ok)
+	}
+	db.hints.clear([]byte("k"))
+	_, _, seen := db.hints.get([]byte("k")) // a reader looks: no hint, reads on
+	b := db.NewBatch()
+	b.Delete([]byte("k"), Version{HLC: hintVer.Add(1), Node: 1}, Location{})
+	mustCommit(t, db, b)
+	db.hints.install([]byte("k"), found, seen) // and installs what it read
+	if _, ok := hintGet(t, db, "k"); ok {
+		t.Fatal("a deleted key was served through a hint installed after the delete")
+	}
+}
