@@ -776,9 +776,7 @@ func ReplaceSection(doc, section, begin, end string) (string, error) {
 // measureRestarts fills a tcache data_dir step by step to each of the
 // row's sizes and times a restart at each.
 func measureRestarts(ctx context.Context, o CompareOptions, row *ComparisonRow, dir string) error {
-	args := []string{"-U", "0", "-m", "64", "-t", strconv.Itoa(o.ServerThreads), "--durability", "none",
-		"--data-dir", filepath.Join(dir, "data")}
-	const valueSize = 4096
+	args := restartArgs(o, dir, "--durability", "none")
 	var written int64
 	for _, size := range row.Workload.RestartSizes {
 		p, err := startProcess(ctx, "tcache", o.TcacheBinary, args, 120*time.Second)
@@ -786,15 +784,7 @@ func measureRestarts(ctx context.Context, o CompareOptions, row *ComparisonRow, 
 			row.Err = fmt.Sprintf("starting tcache: %v", err)
 			return nil
 		}
-		from, to := written/valueSize, size/valueSize
-		fill := Options{
-			Servers: []string{p.addr}, Protocol: ProtocolText, Threads: 1, Clients: 8,
-			SetRatio: 1, GetRatio: 0, Pipeline: 64, DataSizeMin: valueSize, DataSizeMax: valueSize,
-			SetPattern: Parallel, GetPattern: Parallel, KeyPrefix: "restart:",
-			KeyMinimum: uint64(from), KeyMaximum: uint64(to - 1), Seed: 1,
-			Requests: (to - from + 7) / 8,
-		}
-		if _, err := Run(ctx, fill); err != nil {
+		if err := restartFill(ctx, p.addr, written/restartValueSize, size/restartValueSize, 1); err != nil {
 			p.stop()
 			row.Err = fmt.Sprintf("filling tcache to %d MiB: %v", size>>20, err)
 			return nil
@@ -803,13 +793,13 @@ func measureRestarts(ctx context.Context, o CompareOptions, row *ComparisonRow, 
 		st, _ := ServerStats(p.addr)
 		used, _ := strconv.ParseUint(st["extstore_bytes_used"], 10, 64)
 		p.stop()
-		res, err := timeFirstRequest(ctx, o.TcacheBinary, args)
+		res, err := timeFirstRequest(ctx, o.TcacheBinary, args, nil)
 		if err != nil {
 			row.Err = fmt.Sprintf("restart at %d MiB: %v", size>>20, err)
 			return nil
 		}
 		res.DataBytes, res.DiskBytes = size, used
-		crash, err := timeCrashRestart(ctx, o, dir, size/valueSize)
+		crash, err := timeCrashRestart(ctx, o, dir, size/restartValueSize)
 		if err != nil {
 			row.Err = fmt.Sprintf("restart after kill -9 at %d MiB: %v", size>>20, err)
 			return nil
@@ -821,6 +811,29 @@ func measureRestarts(ctx context.Context, o CompareOptions, row *ComparisonRow, 
 			"after_kill", res.AfterKill.Round(time.Millisecond).String(), "reindexed_frames", res.Reindexed)
 	}
 	return nil
+}
+
+// restartValueSize is the size of the restart workload's values.
+const restartValueSize = 4096
+
+// restartArgs are tcache's arguments in the restart workload, on dir's
+// data_dir, with extra at the end.
+func restartArgs(o CompareOptions, dir string, extra ...string) []string {
+	return append([]string{"-U", "0", "-m", "64", "-t", strconv.Itoa(o.ServerThreads),
+		"--data-dir", filepath.Join(dir, "data")}, extra...)
+}
+
+// restartFill sets the keys [from, to) of the restart workload on addr to
+// random values of restartValueSize (seed chooses them).
+func restartFill(ctx context.Context, addr string, from, to int64, seed uint64) error {
+	_, err := Run(ctx, Options{
+		Servers: []string{addr}, Protocol: ProtocolText, Threads: 1, Clients: 8,
+		SetRatio: 1, GetRatio: 0, Pipeline: 64, DataSizeMin: restartValueSize, DataSizeMax: restartValueSize,
+		SetPattern: Parallel, GetPattern: Parallel, KeyPrefix: "restart:",
+		KeyMinimum: uint64(from), KeyMaximum: uint64(to - 1), Seed: seed,
+		Requests: (to - from + 7) / 8,
+	})
+	return err
 }
 
 // crashBytes is what timeCrashRestart overwrites before its kill -9: more
@@ -835,28 +848,19 @@ var reindexedRE = regexp.MustCompile(`journal re-indexed.* frames=(\d+)`)
 // (interval), overwrites crashBytes of 4 KiB values among keys [0, keys),
 // kills it with SIGKILL, and times the restart (timeFirstRequest).
 func timeCrashRestart(ctx context.Context, o CompareOptions, dir string, keys int64) (RestartResult, error) {
-	const valueSize = 4096
-	args := []string{"-U", "0", "-m", "64", "-t", strconv.Itoa(o.ServerThreads), "--log-format", "text", // reindexedRE reads it
-		"--data-dir", filepath.Join(dir, "data")}
+	args := restartArgs(o, dir, "--log-format", "text") // reindexedRE reads it
 	p, err := startProcess(ctx, "tcache", o.TcacheBinary, args, 120*time.Second)
 	if err != nil {
 		return RestartResult{}, err
 	}
-	n := min(int64(crashBytes/valueSize), keys)
-	fill := Options{
-		Servers: []string{p.addr}, Protocol: ProtocolText, Threads: 1, Clients: 8,
-		SetRatio: 1, GetRatio: 0, Pipeline: 64, DataSizeMin: valueSize, DataSizeMax: valueSize,
-		SetPattern: Parallel, GetPattern: Parallel, KeyPrefix: "restart:",
-		KeyMinimum: 0, KeyMaximum: uint64(n - 1), Seed: 2, Requests: (n + 7) / 8,
-	}
-	_, err = Run(ctx, fill)
+	err = restartFill(ctx, p.addr, 0, min(crashBytes/restartValueSize, keys), 2)
 	_ = p.cmd.Process.Kill()
 	<-p.done
 	if err != nil {
 		return RestartResult{}, fmt.Errorf("overwriting: %w", err)
 	}
 	var out string
-	res, err := timeFirstRequestOut(ctx, o.TcacheBinary, args, &out)
+	res, err := timeFirstRequest(ctx, o.TcacheBinary, args, &out)
 	if m := reindexedRE.FindStringSubmatch(out); m != nil {
 		res.Reindexed, _ = strconv.ParseUint(m[1], 10, 64)
 	}
@@ -864,14 +868,9 @@ func timeCrashRestart(ctx context.Context, o CompareOptions, dir string, keys in
 }
 
 // timeFirstRequest starts tcache and measures the time from exec until a
-// "version" request is answered, then reads curr_items and stops it.
-func timeFirstRequest(ctx context.Context, bin string, args []string) (RestartResult, error) {
-	return timeFirstRequestOut(ctx, bin, args, nil)
-}
-
-// timeFirstRequestOut is timeFirstRequest that also stores the server's
-// output up to its stop in *out, when out is not nil.
-func timeFirstRequestOut(ctx context.Context, bin string, args []string, out *string) (RestartResult, error) {
+// "version" request is answered, then reads curr_items and stops it; out,
+// when not nil, receives the server's output up to the stop.
+func timeFirstRequest(ctx context.Context, bin string, args []string, out *string) (RestartResult, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return RestartResult{}, err

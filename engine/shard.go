@@ -436,9 +436,6 @@ func (s *shard) evictHead(e *Engine, r *ring, n uint64, caps *moveCaps, now int6
 			}
 			return
 		}
-		if sz <= s.cs {
-			s.mu.c.movesNoChunk++
-		}
 	}
 	s.unlink(&it)
 	s.mu.c.evictions++
@@ -466,7 +463,11 @@ func (s *shard) move(it *item, bits uint8) bool {
 	main := &s.mu.main
 	sz := it.hdr.size()
 	k := main.chunksNeeded(sz)
-	if sz > s.cs || k > len(s.mu.free) {
+	if sz > s.cs {
+		return false
+	}
+	if k > len(s.mu.free) {
+		s.mu.c.movesNoChunk++
 		return false
 	}
 	s.grow(main, k)

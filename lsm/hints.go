@@ -85,10 +85,7 @@ type hint struct {
 	loc   JournalLoc // Segment 0: none
 }
 
-const (
-	hintSlotSize   = int64(unsafe.Sizeof(hintSlot{}))   // 24
-	hintBucketSize = int64(unsafe.Sizeof(hintBucket{})) // 48
-)
+const hintBucketSize = int64(unsafe.Sizeof(hintBucket{})) // 48: two 24-byte slots
 
 // newHints returns a table of as many buckets as fit in bytes, or nil (no
 // hints) when bytes is below one bucket. The table is an anonymous mapping
