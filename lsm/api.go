@@ -314,6 +314,7 @@ type Stats struct {
 	IndexIngests      uint64
 	HintHits          uint64 // tcache_disk_hint_hits: reads that went straight to the record
 	HintMisses        uint64 // tcache_disk_hint_misses: hinted reads that fell back to the k index
+	IndexReads        uint64 // tcache_disk_index_reads: lookups that read the k index (no usable hint)
 	Drops             uint64 // tcache_disk_drops: epochs dropped for the limit (cache mode)
 	DroppedItems      uint64 // extstore_objects_evicted
 	DroppedBytes      uint64 // extstore_bytes_evicted

@@ -101,7 +101,7 @@ type DB struct {
 		drops, droppedItems, droppedBytes, diskFull          atomic.Uint64
 		writeErrors, sweeperRuns, swept, commits, compactDbt atomic.Uint64
 		tombstones, tombSwept                                atomic.Uint64
-		hintHits, hintMisses, lost, ingests                  atomic.Uint64
+		hintHits, hintMisses, indexReads, lost, ingests      atomic.Uint64
 	}
 
 	keyBufs   sync.Pool // *[]byte scratch for keys on the read path
@@ -719,6 +719,7 @@ func (db *DB) Stats() Stats {
 		IndexIngests:    db.st.ingests.Load(),
 		HintHits:        db.st.hintHits.Load(),
 		HintMisses:      db.st.hintMisses.Load(),
+		IndexReads:      db.st.indexReads.Load(),
 		Drops:           db.st.drops.Load(),
 		DroppedItems:    db.st.droppedItems.Load(),
 		DroppedBytes:    db.st.droppedBytes.Load(),

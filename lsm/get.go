@@ -33,7 +33,7 @@ func (db *DB) Get(dst, key []byte) (Record, error) {
 	fb := db.frameBufs.Get().(*[]byte)
 	defer db.frameBufs.Put(fb)
 	var rec Record
-	where, v, closer, err := db.find(bp, fb, key, true)
+	where, v, closer, err := db.find(bp, fb, key, findRecord)
 	rec.Where = where
 	if err != nil || v == nil {
 		if errors.Is(err, ErrCorrupt) {
@@ -65,17 +65,30 @@ type nopCloser struct{}
 
 func (nopCloser) Close() error { return nil }
 
+// findMode is what find reads of a record.
+type findMode uint8
+
+const (
+	findRecord findMode = iota // the record itself, read from the journal when d holds a reference
+	findStored                 // what d holds (for a pending record, its reference)
+	findHeader                 // as findStored, or only where, complete, when the hint gives it
+)
+
 // find reads the current record of key: where it is and its stored bytes
 // (v, valid until closer is closed, and while fb is not reused), or v nil
 // when the key has no record (where says so). It tries the key's location
 // hint first, then the pending index (whose entries are newer than what
 // Pebble holds of their keys), and falls back to the k index (locate).
-// With resolve, v is the record itself, read from the journal when d holds
-// a reference to it (a lost frame is a miss with where still locating it;
-// a frame that is not the key's record is ErrCorrupt, also with where);
-// without, v is what d holds (for a pending record, its reference, in bp).
-// bp and fb are scratch.
-func (db *DB) find(bp, fb *[]byte, key []byte, resolve bool) (where Location, v []byte, closer io.Closer, err error) {
+// With findRecord, v is the record itself, read from the journal when d
+// holds a reference to it (a lost frame is a miss with where still
+// locating it; a frame that is not the key's record is ErrCorrupt, also
+// with where); with findStored, v is what d holds (for a pending record,
+// its reference, in bp). findHeader is findStored, except that when the
+// key's hint knows the record's exptime and the frame it names is key's,
+// v is nil and where (then complete: epoch, exptime, size) is the answer,
+// without reading Pebble. bp and fb are scratch.
+func (db *DB) find(bp, fb *[]byte, key []byte, mode findMode) (where Location, v []byte, closer io.Closer, err error) {
+	resolve := mode == findRecord
 	gen := db.sweepGen.Load()
 	var seen uint64
 	var hn hint
@@ -99,13 +112,22 @@ func (db *DB) find(bp, fb *[]byte, key []byte, resolve bool) (where Location, v 
 		}
 		where = pe.location(gen)
 		if db.hints != nil {
-			db.hints.install(key, hint{epoch: pe.epoch, loc: pe.loc}, seen)
+			db.hints.install(key, hint{epoch: pe.epoch, loc: pe.loc, exptime: pe.exptime, exptimeKnown: true}, seen)
 		}
 		if !resolve {
 			*bp = appendRef((*bp)[:0], pe.exptime, pe.ver, pe.loc)
 			return where, *bp, nopCloser{}, nil
 		}
 		return db.resolveFrame(fb, key, where, pe.ver, pe.loc)
+	}
+	if hinted && mode == findHeader && hn.exptimeKnown && hn.loc.Segment != 0 {
+		ok, buf, err := db.j.HasKey(*bp, hn.loc, key)
+		*bp = buf
+		if err == nil && ok {
+			db.st.hintHits.Add(1)
+			return Location{Known: true, Present: true, Epoch: hn.epoch, Exptime: hn.exptime,
+				Size: hn.loc.Len - frameOverhead, gen: gen}, nil, nil, nil
+		}
 	}
 	if hinted {
 		*bp = appendDataKey((*bp)[:0], hn.epoch, key)
@@ -129,6 +151,9 @@ func (db *DB) find(bp, fb *[]byte, key []byte, resolve bool) (where Location, v 
 	// epoch after the second read). Epochs only grow, so each retry
 	// follows a newer write; the bound only guards against a writer that
 	// moves the key on every read.
+	if !found {
+		db.st.indexReads.Add(1)
+	}
 	for attempt := 0; !found; attempt++ {
 		prev := where
 		where, err = db.locate(bp, key)
@@ -157,7 +182,8 @@ func (db *DB) find(bp, fb *[]byte, key []byte, resolve bool) (where Location, v 
 	var perr error
 	ref := isRef(v)
 	if ref {
-		_, ver, hn.loc, perr = parseRef(v)
+		hn.exptime, ver, hn.loc, perr = parseRef(v)
+		hn.exptimeKnown = true
 	}
 	if db.hints != nil && perr == nil {
 		db.hints.install(key, hn, seen)
@@ -262,7 +288,7 @@ func (db *DB) lookup(key []byte) (Location, error) {
 func (db *DB) lookupOpen(key []byte) (Location, error) {
 	bp := db.keyBufs.Get().(*[]byte)
 	defer db.keyBufs.Put(bp)
-	where, v, closer, err := db.find(bp, nil, key, false)
+	where, v, closer, err := db.find(bp, nil, key, findHeader)
 	if err != nil || v == nil {
 		return where, err
 	}
@@ -301,7 +327,7 @@ func (db *DB) getRawOpen(dst, key []byte) ([]byte, Location, error) {
 	defer db.keyBufs.Put(bp)
 	fb := db.frameBufs.Get().(*[]byte)
 	defer db.frameBufs.Put(fb)
-	where, v, closer, err := db.find(bp, fb, key, true)
+	where, v, closer, err := db.find(bp, fb, key, findRecord)
 	if err != nil || v == nil {
 		return nil, where, err
 	}

@@ -3,6 +3,7 @@ package lsm
 import (
 	"fmt"
 	"hash/maphash"
+	"math"
 	"math/bits"
 	"sync"
 	"syscall"
@@ -10,22 +11,31 @@ import (
 )
 
 // hints is a lossy, fixed-size table of where keys' records are: a hash of
-// the key selects a bucket of two slots; a slot holds a 32-bit tag (other
-// bits of the same hash), the epoch of the key's record and, when the
-// record is in the journal, the frame's location. A read with a location
+// the key selects a bucket of three slots; a slot holds a 16-bit tag
+// (other bits of the same hash), the epoch of the key's record and, when
+// the record is in the journal, the frame's location and the record's
+// exptime. A read with a location
 // goes straight to the journal (one pread, no Pebble read at all, as
 // memcached's extstore keeps each item's flash location in RAM); a read
 // with an epoch only does one Pebble point read of d<epoch><key> instead
 // of reading the k index first.
 //
-// Two slots per bucket, the key written (set or installed) most recently
-// first: a new key pushes out the older of the two. With one slot per
-// hash, a table with room for all the keys still loses about a third of
-// them to collisions, and a read of a key without a hint costs a k read
-// in Pebble.
+// Three slots per bucket, the key written (set or installed) most recently
+// first: a new key pushes out the oldest. With one slot per hash, a table
+// with room for all the keys still loses about a third of them to
+// collisions, and a read of a key without a hint costs a k and a d read
+// in Pebble. At 1.6 keys a bucket (420,000 keys in 16 MiB), three ways
+// leave about 7% of the keys without a slot, two ways (as many bytes in
+// 48-byte buckets, 1.2 keys a bucket) 14%: overflow's disk reads without
+// a hint went from 11% to [see docs/benchmarks.md].
+//
+// A tag is only a filter: every hint is checked against the key itself
+// before it is believed (the frame's key, or Pebble's d<epoch><key>), so a
+// short tag costs a wasted read now and then (a key without a hint whose
+// tag matches one of the three: 3 in 32,768), never a wrong answer.
 //
 // A hint is only ever a guess to try first. When it does not lead to the
-// key's record (the slot was taken by another key with the same tag, the
+// key's record (the slot belongs to another key with the same tag, the
 // record moved or was deleted, its epoch or segment dropped) the read
 // falls back to k as before: a frame read through a hint must hold the
 // key. A hint is never older than the record it names:
@@ -46,8 +56,9 @@ import (
 // write or deletion of the key has replaced: the record found there is the
 // current one (at most one d record per key, which Commit keeps).
 //
-// A slot is 24 bytes, a bucket 48; buckets are guarded by striped mutexes
-// (a slot is more than one word). The table holds no pointers; it is part
+// A slot is 20 bytes, a bucket of three 64, one cache line (the mapping is
+// page-aligned); buckets are guarded by striped mutexes (a slot is more
+// than one word). The table holds no pointers; it is part
 // of the memory budget (Options.LocationHints) and uses all of it (the
 // bucket index is a multiply-shift of the hash, not a mask, so any number
 // of buckets works). Empty after a restart.
@@ -66,26 +77,84 @@ type paddedMutex struct {
 	_   [48]byte // one cache line each
 }
 
-// hintSlot is one slot; tag 0 is empty.
+// hintSlot is one slot; tag 0 is empty. exp is the record's exptime plus
+// one, 0 when the slot does not know it (a record in Pebble, an exptime
+// outside 0..2^32-2). pos packs the tag and the frame's offset and length:
+//
+//	bits 63..48 tag | 47..22 offset (26 bits) | 21..0 length (22 bits)
+//
+// A frame starts before maxSegmentSize (32 MiB, 25 bits); one longer than
+// 4 MiB keeps only its epoch in the slot. pos is two words so that a slot
+// is 20 bytes, not 24.
 type hintSlot struct {
-	tag   uint32
 	epoch uint32
-	loc   JournalLoc // Segment 0: the record is in Pebble (d)
+	seg   uint32 // 0: the record is in Pebble (d)
+	exp   uint32
+	pos   [2]uint32 // low, high word
 }
 
-// hintWays is the number of slots per bucket.
-const hintWays = 2
+const (
+	hintOffBits = 26
+	hintLenBits = 22
+)
 
-// hintBucket is the slots one hash selects, most recently written first.
-type hintBucket [hintWays]hintSlot
+func (s *hintSlot) packed() uint64 { return uint64(s.pos[1])<<32 | uint64(s.pos[0]) }
+
+func (s *hintSlot) tag() uint16 { return uint16(s.packed() >> 48) }
+
+// hintWays is the number of slots per bucket.
+const hintWays = 3
+
+// hintBucket is the slots one hash selects, most recently written first,
+// padded to a cache line.
+type hintBucket struct {
+	s [hintWays]hintSlot
+	_ uint32
+}
 
 // hint is what a slot says of a key.
 type hint struct {
 	epoch uint32
 	loc   JournalLoc // Segment 0: none
+	// exptime is the record's, when exptimeKnown. A journaled item's hint
+	// knows it, so that a write replacing the item learns everything it
+	// needs of it (Location: epoch, exptime, size) from the hint and a
+	// read of the frame's key (DB.lookupHinted), without Pebble.
+	exptime      int64
+	exptimeKnown bool
 }
 
-const hintBucketSize = int64(unsafe.Sizeof(hintBucket{})) // 48: two 24-byte slots
+// slot encodes hn under tag. A location or exptime that does not fit the
+// slot's 32-bit fields is left out (the hint then says less, never
+// something else).
+func (hn hint) slot(tag uint16) hintSlot {
+	s := hintSlot{epoch: hn.epoch}
+	p := uint64(tag) << 48
+	if l := hn.loc; l.Segment != 0 && l.Off >= 0 && l.Off < 1<<hintOffBits && l.Len < 1<<hintLenBits {
+		s.seg = l.Segment
+		p |= uint64(l.Off)<<hintLenBits | uint64(l.Len)
+		if hn.exptimeKnown && hn.exptime >= 0 && hn.exptime < math.MaxUint32 {
+			s.exp = uint32(hn.exptime) + 1
+		}
+	}
+	s.pos = [2]uint32{uint32(p), uint32(p >> 32)}
+	return s
+}
+
+// hint decodes s.
+func (s *hintSlot) hint() hint {
+	hn := hint{epoch: s.epoch}
+	if s.seg != 0 {
+		p := s.packed()
+		hn.loc = JournalLoc{Segment: s.seg, Off: int64(p >> hintLenBits & (1<<hintOffBits - 1)), Len: uint32(p & (1<<hintLenBits - 1))}
+	}
+	if s.exp != 0 {
+		hn.exptime, hn.exptimeKnown = int64(s.exp-1), true
+	}
+	return hn
+}
+
+const hintBucketSize = int64(unsafe.Sizeof(hintBucket{})) // 64: three 20-byte slots and padding
 
 // newHints returns a table of as many buckets as fit in bytes, or nil (no
 // hints) when bytes is below one bucket. The table is an anonymous mapping
@@ -125,10 +194,10 @@ func (h *hints) free() {
 
 // bucket returns key's bucket index and tag (never 0). The index comes
 // from the hash's high bits (multiply-shift), the tag from its low ones.
-func (h *hints) bucket(key []byte) (uint64, uint32) {
+func (h *hints) bucket(key []byte) (uint64, uint16) {
 	x := maphash.Bytes(h.seed, key)
 	i, _ := bits.Mul64(x, uint64(len(h.buckets)))
-	return i, uint32(x) | 1
+	return i, uint16(x) | 1
 }
 
 func (h *hints) lock(i uint64) *paddedMutex { return &h.locks[i%hintStripes] }
@@ -141,10 +210,8 @@ func (h *hints) get(key []byte) (hn hint, ok bool, seen uint64) {
 	mu.Lock()
 	b, seen := h.buckets[i], mu.gen
 	mu.Unlock()
-	for _, s := range b {
-		if s.tag == tag {
-			return hint{epoch: s.epoch, loc: s.loc}, true, seen
-		}
+	if w := b.find(tag); w >= 0 {
+		return b.s[w].hint(), true, seen
 	}
 	return hint{}, false, seen
 }
@@ -180,28 +247,37 @@ func (h *hints) clear(key []byte) {
 	mu := h.lock(i)
 	mu.Lock()
 	b := &h.buckets[i]
-	for w := range b {
-		if b[w].tag == tag {
-			b[w] = hintSlot{}
+	for w := range b.s {
+		if b.s[w].tag() == tag {
+			b.s[w] = hintSlot{}
 		}
 	}
 	mu.gen++
 	mu.Unlock()
 }
 
-// put writes tag's hint into b as its most recent key: the first slot,
-// the key there moving to the second and the second one's dropped (an
-// empty first slot, left by clear, is taken without moving anything).
-func (b *hintBucket) put(tag uint32, hn hint) {
-	s := hintSlot{tag: tag, epoch: hn.epoch, loc: hn.loc}
-	switch {
-	case b[0].tag == tag:
-		b[0] = s
-	case b[1].tag == tag:
-		b[1], b[0] = b[0], s
-	case b[0].tag == 0:
-		b[0] = s
-	default:
-		b[1], b[0] = b[0], s
+// find returns the first slot of b with tag, or -1.
+func (b *hintBucket) find(tag uint16) int {
+	for w := range b.s {
+		if b.s[w].tag() == tag {
+			return w
+		}
 	}
+	return -1
+}
+
+// put writes tag's hint into b as its most recent key, in the first
+// slot. The keys before the slot it takes move down one: the slot is
+// tag's own if the bucket has one, else the first empty one (left by
+// clear), else the last, whose key is dropped.
+func (b *hintBucket) put(tag uint16, hn hint) {
+	at := b.find(tag)
+	if at < 0 {
+		at = b.find(0)
+	}
+	if at < 0 {
+		at = hintWays - 1
+	}
+	copy(b.s[1:at+1], b.s[:at])
+	b.s[0] = hn.slot(tag)
 }

@@ -162,7 +162,7 @@ func TestHintsTinyTable(t *testing.T) {
 			t.Fatalf("%s = %q %v, want %q", k, got, ok, v)
 		}
 	}
-	for _, c := range []struct{ bytes, buckets int64 }{{hintBucketSize - 1, 0}, {hintBucketSize, 1}, {1 << 20, (1 << 20) / 48}} {
+	for _, c := range []struct{ bytes, buckets int64 }{{hintBucketSize - 1, 0}, {hintBucketSize, 1}, {1 << 20, (1 << 20) / 64}} {
 		h, err := newHints(c.bytes)
 		if err != nil {
 			t.Fatal(err)
@@ -259,33 +259,67 @@ func testConcurrentReads(t *testing.T, hintBytes int64) {
 	}
 }
 
-// A bucket keeps the two keys written most recently, newest first.
+// A bucket keeps the three keys written most recently, newest first.
 func TestHintBucketPut(t *testing.T) {
+	if hintBucketSize != 64 {
+		t.Fatalf("a bucket is %d bytes, want one 64-byte cache line", hintBucketSize)
+	}
 	var b hintBucket
-	tags := func() [hintWays]uint32 { return [hintWays]uint32{b[0].tag, b[1].tag} }
+	tags := func() [hintWays]uint16 { return [hintWays]uint16{b.s[0].tag(), b.s[1].tag(), b.s[2].tag()} }
 	steps := []struct {
-		tag  uint32
-		want [hintWays]uint32
+		tag  uint16
+		want [hintWays]uint16
 	}{
-		{1, [2]uint32{1, 0}}, // empty bucket: the first slot
-		{2, [2]uint32{2, 1}}, // a second key goes first, the older one second
-		{3, [2]uint32{3, 2}}, // a full bucket drops the oldest
-		{2, [2]uint32{2, 3}}, // a key in the second slot comes first again
-		{2, [2]uint32{2, 3}}, // and stays there
+		{1, [3]uint16{1, 0, 0}}, // empty bucket: the first slot
+		{2, [3]uint16{2, 1, 0}}, // a second key goes first, the older one second
+		{3, [3]uint16{3, 2, 1}},
+		{4, [3]uint16{4, 3, 2}}, // a full bucket drops the oldest
+		{2, [3]uint16{2, 4, 3}}, // a key in the last slot comes first again
+		{4, [3]uint16{4, 2, 3}}, // one in the middle too, the slots after it stay
+		{4, [3]uint16{4, 2, 3}}, // and the first stays first
 	}
 	for i, s := range steps {
 		b.put(s.tag, hint{epoch: uint32(i)})
 		if got := tags(); got != s.want {
 			t.Fatalf("step %d: put %d: slots %v, want %v", i, s.tag, got, s.want)
 		}
-		if b[0].epoch != uint32(i) {
+		if b.s[0].epoch != uint32(i) {
 			t.Fatalf("step %d: the new hint is not in the first slot: %+v", i, b)
 		}
 	}
-	b[0] = hintSlot{} // cleared: the next key takes the slot, the other stays
+	b.s[1] = hintSlot{} // cleared: the next key takes the slot, the last stays
 	b.put(7, hint{})
-	if got := tags(); got != [2]uint32{7, 3} {
-		t.Fatalf("after a clear: slots %v, want [7 3]", got)
+	if got := tags(); got != [3]uint16{7, 4, 3} {
+		t.Fatalf("after a clear: slots %v, want [7 4 3]", got)
+	}
+	b.s[0] = hintSlot{} // an empty slot before a key's own: the key's own is taken
+	b.put(3, hint{})
+	if got := tags(); got != [3]uint16{3, 0, 4} {
+		t.Fatalf("after a clear: slots %v, want [3 0 4]", got)
+	}
+}
+
+// A slot keeps what fits its fields and leaves out what does not: a
+// location past 26 bits of offset or 22 of length, an exptime past 32 bits.
+func TestHintSlotEncoding(t *testing.T) {
+	loc := JournalLoc{Segment: 9, Off: 1<<hintOffBits - 1, Len: 1<<hintLenBits - 1}
+	for _, c := range []struct {
+		in, want hint
+	}{
+		{hint{epoch: 3}, hint{epoch: 3}},
+		{hint{epoch: 3, loc: loc, exptime: 0, exptimeKnown: true}, hint{epoch: 3, loc: loc, exptime: 0, exptimeKnown: true}},
+		{hint{epoch: 3, loc: loc, exptime: 1 << 31, exptimeKnown: true}, hint{epoch: 3, loc: loc, exptime: 1 << 31, exptimeKnown: true}},
+		{hint{epoch: 3, loc: loc, exptime: 1 << 32, exptimeKnown: true}, hint{epoch: 3, loc: loc}},
+		{hint{epoch: 3, loc: loc, exptime: -1, exptimeKnown: true}, hint{epoch: 3, loc: loc}},
+		{hint{epoch: 3, loc: loc, exptime: 5}, hint{epoch: 3, loc: loc}},
+		{hint{epoch: 3, loc: JournalLoc{Segment: 9, Off: 1 << hintOffBits, Len: 30}, exptimeKnown: true}, hint{epoch: 3}},
+		{hint{epoch: 3, loc: JournalLoc{Segment: 9, Off: 100, Len: 1 << hintLenBits}, exptimeKnown: true}, hint{epoch: 3}},
+		{hint{epoch: 3, exptime: 5, exptimeKnown: true}, hint{epoch: 3}}, // no location, no exptime
+	} {
+		s := c.in.slot(0xbeef)
+		if got := s.hint(); got != c.want || s.tag() != 0xbeef {
+			t.Errorf("slot(%+v) = %+v tag %x, want %+v tag beef", c.in, got, s.tag(), c.want)
+		}
 	}
 }
 
@@ -344,5 +378,80 @@ func TestHintInstallAfterDelete(t *testing.T) {
 	db.hints.install([]byte("k"), found, seen) // and installs what it read
 	if _, ok := hintGet(t, db, "k"); ok {
 		t.Fatal("a deleted key was served through a hint installed after the delete")
+	}
+}
+
+// A write that replaces a journaled item learns the item's Location from
+// its hint and the frame's key (find's findHeader), without Pebble: it
+// must be the Location Pebble's path gives, while the record is pending
+// and after its table was ingested, with and without an exptime; and a
+// hint whose frame is another key's is not believed.
+func TestHintLookupMatchesIndex(t *testing.T) {
+	db := hintDB(t, 1<<16)
+	rng := rand.New(rand.NewPCG(5, 6))
+	value := func() []byte {
+		v := make([]byte, 1000) // random: it goes to the journal
+		for i := range v {
+			v[i] = byte(rng.Uint32())
+		}
+		return v
+	}
+	put := func(key string, exptime int64) {
+		b := db.NewBatch()
+		rec := Record{Value: value(), Exptime: exptime, Version: Version{HLC: hintVer.Add(1), Node: 1}}
+		b.Put([]byte(key), &rec, Location{})
+		mustCommit(t, db, b)
+	}
+	// viaIndex is the lookup with the hint gone (pending index or Pebble).
+	viaIndex := func(key string) Location {
+		hn, ok, _ := db.hints.get([]byte(key))
+		db.hints.clear([]byte(key))
+		where, err := db.lookup([]byte(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			db.hints.set([]byte(key), hn)
+		}
+		return where
+	}
+	// check compares the two; a pending record is found in the pending
+	// index before any hint is looked at, an ingested one through the hint.
+	check := func(stage, key string) {
+		t.Helper()
+		hits := db.Stats().HintHits
+		got, err := db.lookup([]byte(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stage == "ingested" && db.Stats().HintHits != hits+1 {
+			t.Fatalf("%s: %s: the lookup did not use the hint", stage, key)
+		}
+		want := viaIndex(key)
+		got.pending, want.pending = false, false // the hint does not say; Commit rechecks
+		if got != want || !got.Present {
+			t.Fatalf("%s: %s: through the hint %+v, through the index %+v", stage, key, got, want)
+		}
+	}
+	put("plain", 0)
+	put("expiring", testStart.Unix()+3600)
+	check("pending", "plain")
+	check("pending", "expiring")
+	settleIndex(t, db)
+	check("ingested", "plain")
+	check("ingested", "expiring")
+
+	// The hint of "plain" pointed at "expiring"'s frame: the frame's key
+	// does not match, the lookup goes to the index and finds "plain".
+	he, _, _ := db.hints.get([]byte("expiring"))
+	want := viaIndex("plain")
+	db.hints.set([]byte("plain"), he)
+	got, err := db.lookup([]byte("plain"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.pending, want.pending = false, false
+	if got != want {
+		t.Fatalf("through another key's frame: %+v, want %+v", got, want)
 	}
 }

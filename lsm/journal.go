@@ -445,10 +445,38 @@ func (j *journal) Roll(id, epoch uint32) error {
 // checks, as ErrCorrupt. A frame appended and not yet written is copied
 // from the buffer.
 func (j *journal) Read(dst []byte, loc JournalLoc) (journalFrame, []byte, error) {
-	if loc.Len < frameOverhead || loc.Len > frameLenSize+maxFrameBody+4 || loc.Off < int64(journalHeaderLen) {
-		return journalFrame{}, dst, fmt.Errorf("%w: journal location %+v", ErrCorrupt, loc)
+	dst, err := j.readPrefix(dst, loc, int(loc.Len))
+	if err != nil {
+		return journalFrame{}, dst, err
 	}
-	dst = slices.Grow(dst[:0], int(loc.Len))[:loc.Len]
+	return j.check(dst, loc)
+}
+
+// HasKey reports whether the frame at loc is key's: it reads only the
+// frame's head (length, seq, key), so the frame's checksum is not
+// verified; Read does that. Errors are Read's.
+func (j *journal) HasKey(dst []byte, loc JournalLoc, key []byte) (bool, []byte, error) {
+	n := frameLenSize + frameFixed + len(key)
+	if n > int(loc.Len)-4 {
+		return false, dst, nil
+	}
+	dst, err := j.readPrefix(dst, loc, n)
+	if err != nil {
+		return false, dst, err
+	}
+	ok := binary.BigEndian.Uint32(dst) == loc.Len-frameLenSize-4 &&
+		int(binary.BigEndian.Uint16(dst[frameLenSize+8:])) == len(key) &&
+		string(dst[frameLenSize+frameFixed:n]) == string(key)
+	return ok, dst, nil
+}
+
+// readPrefix reads the first n bytes of the frame at loc (n at most
+// loc.Len) into dst, grown as needed; errors are Read's.
+func (j *journal) readPrefix(dst []byte, loc JournalLoc, n int) ([]byte, error) {
+	if loc.Len < frameOverhead || loc.Len > frameLenSize+maxFrameBody+4 || loc.Off < int64(journalHeaderLen) || n > int(loc.Len) {
+		return dst, fmt.Errorf("%w: journal location %+v", ErrCorrupt, loc)
+	}
+	dst = slices.Grow(dst[:0], n)[:n]
 	if w := j.w.Load(); w != nil && w.id == loc.Segment && loc.Off+int64(loc.Len) > w.written.Load() {
 		j.wmu.Lock()
 		if w = j.w.Load(); w != nil && w.id == loc.Segment && loc.Off >= w.off {
@@ -458,9 +486,9 @@ func (j *journal) Read(dst []byte, loc JournalLoc) (journalFrame, []byte, error)
 			}
 			j.wmu.Unlock()
 			if !ok {
-				return journalFrame{}, dst, fmt.Errorf("%w: journal location %+v past the end", ErrCorrupt, loc)
+				return dst, fmt.Errorf("%w: journal location %+v past the end", ErrCorrupt, loc)
 			}
-			return j.check(dst, loc)
+			return dst, nil
 		}
 		j.wmu.Unlock() // written meanwhile: read the file
 	}
@@ -468,22 +496,22 @@ func (j *journal) Read(dst []byte, loc JournalLoc) (journalFrame, []byte, error)
 	s := j.segs[loc.Segment]
 	if s == nil || s.removed {
 		j.mu.Unlock()
-		return journalFrame{}, dst, fmt.Errorf("lsm: journal segment %d: %w", loc.Segment, os.ErrNotExist)
+		return dst, fmt.Errorf("lsm: journal segment %d: %w", loc.Segment, os.ErrNotExist)
 	}
 	if s.lostAt > 0 && loc.Off+int64(loc.Len) > s.lostAt {
 		j.mu.Unlock()
-		return journalFrame{}, dst, fmt.Errorf("segment %d at %d: %w", loc.Segment, loc.Off, errFrameLost)
+		return dst, fmt.Errorf("segment %d at %d: %w", loc.Segment, loc.Off, errFrameLost)
 	}
 	s.refs++
 	j.mu.Unlock()
 	defer j.release(s)
 	if _, err := s.f.ReadAt(dst, loc.Off); err != nil {
 		if errors.Is(err, io.EOF) {
-			return journalFrame{}, dst, fmt.Errorf("%w: journal location %+v past the end", ErrCorrupt, loc)
+			return dst, fmt.Errorf("%w: journal location %+v past the end", ErrCorrupt, loc)
 		}
-		return journalFrame{}, dst, fmt.Errorf("lsm: journal: %w", err)
+		return dst, fmt.Errorf("lsm: journal: %w", err)
 	}
-	return j.check(dst, loc)
+	return dst, nil
 }
 
 // check decodes the frame read for loc.

@@ -113,7 +113,7 @@ func (db *DB) reindex(b *pebble.Batch) error {
 			// A key replayed already keeps its base (segIndex.put);
 			// otherwise Pebble's record is the base, unless it is newer.
 			if _, ok := t.keys[string(fr.Key)]; !ok {
-				where, v, closer, err := db.find(bp, nil, fr.Key, false)
+				where, v, closer, err := db.find(bp, nil, fr.Key, findStored)
 				if err != nil {
 					ferr = err
 					return false

@@ -302,6 +302,7 @@ func diskStats(sw statSink, es *engine.Stats, ds *lsm.Stats) {
 	sw.u("tcache_disk_misses", es.DiskMisses)
 	sw.u("tcache_disk_hint_hits", ds.HintHits)
 	sw.u("tcache_disk_hint_misses", ds.HintMisses)
+	sw.u("tcache_disk_index_reads", ds.IndexReads)
 	sw.u("tcache_disk_lost_records", ds.Lost)
 	sw.u("tcache_disk_journal_bytes", ds.JournalBytes)
 	sw.u("tcache_disk_journal_segments", ds.JournalSegments)
