@@ -635,22 +635,25 @@ const (
 	minDiskLimit    = 64 << 20 // the disk limit must be well above 2 memtables
 	minRAMTier      = 2 << 20  // smallest RAM tier accepted with a disk tier
 	minDiskPart     = 1 << 20  // smallest block cache and memtable
-	minDiskMemoryMB = 7        // 1 MiB block cache + 2 × 1 MiB memtables + 1.75 MiB hints + 2 MiB RAM tier, rounded up
+	minDiskMemoryMB = 8        // 1 MiB block cache + 2 × 1 MiB memtables + 3 MiB hints + 2 MiB RAM tier
 )
 
 // memoryBudget is how memory (-m) is split. In memory mode the RAM tier has
-// it all. With a disk tier, the location hints take 1/4, Pebble's block
+// it all. With a disk tier, the location hints take 3/8, Pebble's block
 // cache 1/8 and each of its two memtables 1/32 (each at least 1 MiB), and
-// the RAM tier the rest (9/16), so that together they stay within memory.
+// the RAM tier the rest (7/16), so that together they stay within memory.
 //
-// The hints are what a disk read needs most: 24 bytes a key, they send a
-// read straight to its journal frame, without Pebble. memcached's extstore
-// makes the same trade: the headers of the items on flash stay in its RAM.
-// At -m 64 with 1 GiB (420 000 keys) on disk, 16 MiB of hints cover 98%
-// of the disk reads where 2 MiB covered 30%, and overflow reads went from
-// 47.8k to 59.4k ops/s (docs/benchmarks.md); the block cache then serves
-// only the reads without a hint and the memtables only records kept in
-// Pebble (small ones, deletes), which journal sstables are ingested past.
+// The hints are what a disk read needs most: about 21 bytes a key (64-byte
+// buckets of three), they send a read straight to its journal frame,
+// without Pebble; a read without one costs several times as much CPU (a k
+// and a d read in Pebble). memcached's extstore makes the same trade: the
+// headers of the items on flash stay in its RAM. At -m 64 with 1 GiB
+// (420 000 keys) on disk, 24 MiB of hints leave 2% of the lookups to
+// Pebble where 16 MiB left 5% and 2 MiB 70%, and the fewer RAM-tier hits
+// (4.6% of the reads instead of 6.2%) cost less than that gains
+// (docs/benchmarks.md); the block cache then serves only the reads without
+// a hint and the memtables only records kept in Pebble (small ones,
+// deletes), which journal sstables are ingested past.
 type memoryBudget struct {
 	ramTier, blockCache, memTable, hints int64
 }
@@ -663,7 +666,7 @@ func (o Options) memoryBudget() memoryBudget {
 	b := memoryBudget{
 		blockCache: max(total/8, minDiskPart),
 		memTable:   max(total/32, minDiskPart),
-		hints:      max(total/4, minDiskPart),
+		hints:      max(total/8*3, minDiskPart),
 	}
 	b.ramTier = total - b.blockCache - 2*b.memTable - b.hints
 	return b
