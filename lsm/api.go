@@ -103,7 +103,7 @@ type Options struct {
 	BlockCacheSize int64 // bytes; default 8 MiB
 	MemTableSize   int64 // bytes per memtable; default 4 MiB
 	// LocationHints is the size in bytes of the table of location hints
-	// (24 bytes a key, lossy; hints.go): a read whose key has a hint skips
+	// (64-byte buckets of three keys, lossy; hints.go): a read whose key has a hint skips
 	// the k index, and for a record in the journal, Pebble. Default 1 MiB;
 	// negative means none.
 	LocationHints int64
