@@ -422,7 +422,7 @@ func (db *DB) updateHintsLocked(b *Batch) {
 		case o.op == LogDelete && !o.tomb:
 			db.hints.clear(o.key.of(b.buf))
 		default:
-			db.hints.set(o.key.of(b.buf), hint{epoch: o.at, loc: o.loc, exptime: o.exptime, exptimeKnown: true})
+			db.hints.set(o.key.of(b.buf), hint{epoch: o.at, loc: o.loc, exptime: o.exptime})
 		}
 	}
 }

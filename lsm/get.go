@@ -112,7 +112,7 @@ func (db *DB) find(bp, fb *[]byte, key []byte, mode findMode) (where Location, v
 		}
 		where = pe.location(gen)
 		if db.hints != nil {
-			db.hints.install(key, hint{epoch: pe.epoch, loc: pe.loc, exptime: pe.exptime, exptimeKnown: true}, seen)
+			db.hints.install(key, hint{epoch: pe.epoch, loc: pe.loc, exptime: pe.exptime}, seen)
 		}
 		if !resolve {
 			*bp = appendRef((*bp)[:0], pe.exptime, pe.ver, pe.loc)
@@ -143,6 +143,9 @@ func (db *DB) find(bp, fb *[]byte, key []byte, mode findMode) (where Location, v
 			db.st.hintMisses.Add(1)
 		}
 	}
+	if !found {
+		db.st.indexReads.Add(1)
+	}
 	// k then d are two reads, not one snapshot: a commit that moves the
 	// key to a newer epoch between them deletes the record k named. A
 	// record missing where k pointed is therefore read again through k,
@@ -151,9 +154,6 @@ func (db *DB) find(bp, fb *[]byte, key []byte, mode findMode) (where Location, v
 	// epoch after the second read). Epochs only grow, so each retry
 	// follows a newer write; the bound only guards against a writer that
 	// moves the key on every read.
-	if !found {
-		db.st.indexReads.Add(1)
-	}
 	for attempt := 0; !found; attempt++ {
 		prev := where
 		where, err = db.locate(bp, key)
@@ -183,7 +183,6 @@ func (db *DB) find(bp, fb *[]byte, key []byte, mode findMode) (where Location, v
 	ref := isRef(v)
 	if ref {
 		hn.exptime, ver, hn.loc, perr = parseRef(v)
-		hn.exptimeKnown = true
 	}
 	if db.hints != nil && perr == nil {
 		db.hints.install(key, hn, seen)

@@ -14,20 +14,21 @@ import (
 // the key selects a bucket of three slots; a slot holds a 16-bit tag
 // (other bits of the same hash), the epoch of the key's record and, when
 // the record is in the journal, the frame's location and the record's
-// exptime. A read with a location
-// goes straight to the journal (one pread, no Pebble read at all, as
-// memcached's extstore keeps each item's flash location in RAM); a read
-// with an epoch only does one Pebble point read of d<epoch><key> instead
-// of reading the k index first.
+// exptime. A read with a location goes straight to the journal (one
+// pread, no Pebble read at all, as memcached's extstore keeps each item's
+// flash location in RAM); a read with an epoch only does one Pebble point
+// read of d<epoch><key> instead of reading the k index first. A write
+// replacing a journaled record learns all it needs of it (epoch, exptime,
+// size) from the hint and a read of the frame's head (find's findHeader).
 //
 // Three slots per bucket, the key written (set or installed) most recently
 // first: a new key pushes out the oldest. With one slot per hash, a table
 // with room for all the keys still loses about a third of them to
 // collisions, and a read of a key without a hint costs a k and a d read
 // in Pebble. At 1.6 keys a bucket (420,000 keys in 16 MiB), three ways
-// leave about 7% of the keys without a slot, two ways (as many bytes in
-// 48-byte buckets, 1.2 keys a bucket) 14%: overflow's disk reads without
-// a hint went from 11% to [see docs/benchmarks.md].
+// leave about 7% of the keys without a slot where two ways (as many bytes
+// in 48-byte buckets of 24-byte slots, 1.2 keys a bucket) left 14%
+// (docs/benchmarks.md has what overflow measured).
 //
 // A tag is only a filter: every hint is checked against the key itself
 // before it is believed (the frame's key, or Pebble's d<epoch><key>), so a
@@ -116,24 +117,23 @@ type hintBucket struct {
 type hint struct {
 	epoch uint32
 	loc   JournalLoc // Segment 0: none
-	// exptime is the record's, when exptimeKnown. A journaled item's hint
-	// knows it, so that a write replacing the item learns everything it
-	// needs of it (Location: epoch, exptime, size) from the hint and a
-	// read of the frame's key (DB.lookupHinted), without Pebble.
+	// exptime is the record's; a hint with a location always carries it
+	// (whoever knows a frame's location knows its record's exptime). Of a
+	// decoded hint, exptimeKnown says whether the slot kept it.
 	exptime      int64
 	exptimeKnown bool
 }
 
 // slot encodes hn under tag. A location or exptime that does not fit the
-// slot's 32-bit fields is left out (the hint then says less, never
-// something else).
+// slot's fields is left out (the hint then says less, never something
+// else).
 func (hn hint) slot(tag uint16) hintSlot {
 	s := hintSlot{epoch: hn.epoch}
 	p := uint64(tag) << 48
 	if l := hn.loc; l.Segment != 0 && l.Off >= 0 && l.Off < 1<<hintOffBits && l.Len < 1<<hintLenBits {
 		s.seg = l.Segment
 		p |= uint64(l.Off)<<hintLenBits | uint64(l.Len)
-		if hn.exptimeKnown && hn.exptime >= 0 && hn.exptime < math.MaxUint32 {
+		if hn.exptime >= 0 && hn.exptime < math.MaxUint32 {
 			s.exp = uint32(hn.exptime) + 1
 		}
 	}

@@ -307,14 +307,14 @@ func TestHintSlotEncoding(t *testing.T) {
 		in, want hint
 	}{
 		{hint{epoch: 3}, hint{epoch: 3}},
-		{hint{epoch: 3, loc: loc, exptime: 0, exptimeKnown: true}, hint{epoch: 3, loc: loc, exptime: 0, exptimeKnown: true}},
-		{hint{epoch: 3, loc: loc, exptime: 1 << 31, exptimeKnown: true}, hint{epoch: 3, loc: loc, exptime: 1 << 31, exptimeKnown: true}},
-		{hint{epoch: 3, loc: loc, exptime: 1 << 32, exptimeKnown: true}, hint{epoch: 3, loc: loc}},
-		{hint{epoch: 3, loc: loc, exptime: -1, exptimeKnown: true}, hint{epoch: 3, loc: loc}},
-		{hint{epoch: 3, loc: loc, exptime: 5}, hint{epoch: 3, loc: loc}},
-		{hint{epoch: 3, loc: JournalLoc{Segment: 9, Off: 1 << hintOffBits, Len: 30}, exptimeKnown: true}, hint{epoch: 3}},
-		{hint{epoch: 3, loc: JournalLoc{Segment: 9, Off: 100, Len: 1 << hintLenBits}, exptimeKnown: true}, hint{epoch: 3}},
-		{hint{epoch: 3, exptime: 5, exptimeKnown: true}, hint{epoch: 3}}, // no location, no exptime
+		{hint{epoch: 3, loc: loc, exptime: 0}, hint{epoch: 3, loc: loc, exptime: 0, exptimeKnown: true}},
+		{hint{epoch: 3, loc: loc, exptime: 5}, hint{epoch: 3, loc: loc, exptime: 5, exptimeKnown: true}},
+		{hint{epoch: 3, loc: loc, exptime: 1 << 31}, hint{epoch: 3, loc: loc, exptime: 1 << 31, exptimeKnown: true}},
+		{hint{epoch: 3, loc: loc, exptime: 1 << 32}, hint{epoch: 3, loc: loc}},
+		{hint{epoch: 3, loc: loc, exptime: -1}, hint{epoch: 3, loc: loc}},
+		{hint{epoch: 3, loc: JournalLoc{Segment: 9, Off: 1 << hintOffBits, Len: 30}}, hint{epoch: 3}},
+		{hint{epoch: 3, loc: JournalLoc{Segment: 9, Off: 100, Len: 1 << hintLenBits}}, hint{epoch: 3}},
+		{hint{epoch: 3, exptime: 5}, hint{epoch: 3}}, // no location, no exptime
 	} {
 		s := c.in.slot(0xbeef)
 		if got := s.hint(); got != c.want || s.tag() != 0xbeef {
