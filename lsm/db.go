@@ -249,7 +249,7 @@ func checkFormat(fs vfs.FS, dir string) error {
 	if derr != nil {
 		return fmt.Errorf("%w: %s: %v (expected %s/%d)", ErrIncompatible, dir, derr, formatMagic, formatVersion)
 	}
-	if found != formatVersion && found != formatVersionPebbleOnly {
+	if found != formatVersion && found != formatVersionJournal && found != formatVersionPebbleOnly {
 		return fmt.Errorf("%w: %s has format %s/%d, expected %s/%d", ErrIncompatible, dir, formatMagic, found, formatMagic, formatVersion)
 	}
 	return nil

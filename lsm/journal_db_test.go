@@ -353,31 +353,44 @@ func TestJournalWriteFault(t *testing.T) {
 	put(t, db, "again", string(randomValue("again", 1000)), 0, 1000)
 }
 
-// A version 1 store (every record in Pebble) opens, reads as it was and
-// is marked version 2, which a version 1 tcache refuses.
+// A version 1 store (every record in Pebble) and a version 2 one (journal
+// references in d, written by each commit; no indexed marker) open, read
+// as they were and are marked version 3, which an older tcache refuses.
 func TestFormatUpgrade(t *testing.T) {
-	fs := vfs.NewMem()
-	o := testOptions(fs, clock.NewFake(testStart))
-	o.JournalMin = -1 // records in Pebble, as version 1 wrote them
-	db := mustOpen(t, o)
-	put(t, db, "old", string(randomValue("old", 1000)), 0, 1)
-	if err := db.pdb.Set(metaFormat, encodeFormat(formatVersionPebbleOnly), pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	_ = db.Close()
-	o.JournalMin = 0
-	db = mustOpen(t, o)
-	defer db.Close()
-	if v, ok := get(t, db, "old"); !ok || v != string(randomValue("old", 1000)) {
-		t.Fatalf("old record: %d bytes %v", len(v), ok)
-	}
-	put(t, db, "new", string(randomValue("new", 1000)), 0, 2)
-	if !isRef(storedValue(t, db, "new")) {
-		t.Fatal("a new record after the upgrade is not in the journal")
-	}
-	v, err := db.getMeta(metaFormat)
-	if f, _ := decodeFormat(v); err != nil || f != formatVersion {
-		t.Fatalf("format after upgrade: %d %v", f, err)
+	for _, c := range []struct {
+		version    uint32
+		journalMin int // how that version wrote a 1000-byte record
+	}{{formatVersionPebbleOnly, -1}, {formatVersionJournal, 0}} {
+		t.Run(fmt.Sprint("version ", c.version), func(t *testing.T) {
+			fs := vfs.NewMem()
+			o := testOptions(fs, clock.NewFake(testStart))
+			o.JournalMin = c.journalMin
+			db := mustOpen(t, o)
+			put(t, db, "old", string(randomValue("old", 1000)), 0, 1)
+			_ = db.Close() // ingests what is pending: every reference is in d
+			db = mustOpen(t, o)
+			if err := db.pdb.Set(metaFormat, encodeFormat(c.version), pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.pdb.Delete(metaIndexed, pebble.Sync); err != nil { // versions 1 and 2 had none
+				t.Fatal(err)
+			}
+			_ = db.Close()
+			o.JournalMin = 0
+			db = mustOpen(t, o)
+			defer db.Close()
+			if v, ok := get(t, db, "old"); !ok || v != string(randomValue("old", 1000)) {
+				t.Fatalf("old record: %d bytes %v", len(v), ok)
+			}
+			put(t, db, "new", string(randomValue("new", 1000)), 0, 2)
+			if !isRef(storedValue(t, db, "new")) {
+				t.Fatal("a new record after the upgrade is not in the journal")
+			}
+			v, err := db.getMeta(metaFormat)
+			if f, _ := decodeFormat(v); err != nil || f != formatVersion {
+				t.Fatalf("format after upgrade: %d %v", f, err)
+			}
+		})
 	}
 }
 

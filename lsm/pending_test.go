@@ -482,3 +482,38 @@ func TestPendingBatchAcrossSeal(t *testing.T) {
 	m.check(t, db, "reopened", 3000)
 	assertIndexClean(t, db, m)
 }
+
+// A batch that journals a key the open table already holds, then writes
+// the key to Pebble, deletes what Pebble holds under the pending entries
+// (their base: here a record with an expiry) and not what the entry it
+// replaced in the view would have had: the view keeps the table entry's
+// base, as segIndex.put does. Otherwise the base's x entry stays behind.
+func TestPendingViewKeepsBase(t *testing.T) {
+	o := testOptions(vfs.NewMem(), clock.NewFake(testStart))
+	db := mustOpen(t, o)
+	defer db.Close()
+	rec := func(v []byte, hlc uint64, exptime int64) *Record {
+		return &Record{Value: v, Exptime: exptime, Version: Version{HLC: hlc, Node: db.NodeID()}}
+	}
+	b := db.NewBatch()
+	base := rec([]byte("base"), 1, testStart.Unix()+3600) // in Pebble, with an x entry
+	b.Put([]byte("k"), base, Location{})
+	mustCommit(t, db, b)
+	big := rec(randomValue("big1", 1000), 2, 0) // pending over the base
+	b.Put([]byte("k"), big, base.Where)
+	mustCommit(t, db, b)
+	b.Put([]byte("k"), rec(randomValue("big2", 1000), 3, 0), big.Where) // the same table's entry again
+	b.Put([]byte("k"), rec([]byte("small"), 4, 0), Location{})          // then to Pebble
+	mustCommit(t, db, b)
+	if v, ok := get(t, db, "k"); !ok || v != "small" {
+		t.Fatalf("k = %q %v, want the small record", v, ok)
+	}
+	xs, err := db.scan([]byte{prefixExp}, []byte{prefixExp + 1}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(xs) != 0 {
+		t.Fatalf("%d x entries left, want none (the record has no expiry)", len(xs))
+	}
+	assertIndexClean(t, db, model{"k": "small"})
+}

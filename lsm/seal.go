@@ -89,7 +89,10 @@ func (db *DB) pendViewLocked(b *Batch, key []byte) []segEntry {
 		}
 		at := slices.IndexFunc(dst, func(v segEntry) bool { return v.seg == a.seg })
 		if at >= 0 {
+			// As segIndex.put: the table's entry keeps its base.
+			base := dst[at].e.base
 			dst[at].e = a.entry
+			dst[at].e.base = base
 		} else {
 			dst = append(dst, segEntry{a.seg, a.entry}) // seg is the newest table's
 		}
@@ -391,7 +394,11 @@ func (db *DB) seal(t *segIndex) {
 		db.failHanded()
 		return
 	}
-	close(t.done)
+	db.pend.Lock()
+	if !isDone(t) { // failHanded may have ended it meanwhile (a commit saw the DB fail)
+		close(t.done)
+	}
+	db.pend.Unlock()
 	db.pend.retire(t)
 	db.st.ingests.Add(1)
 }
