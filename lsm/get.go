@@ -71,7 +71,7 @@ type findMode uint8
 const (
 	findRecord findMode = iota // the record itself, read from the journal when d holds a reference
 	findStored                 // what d holds (for a pending record, its reference)
-	findHeader                 // as findStored, or only where, complete, when the hint gives it
+	findHeader                 // as findStored, or only where, complete, when the pending index or the hint gives it
 )
 
 // find reads the current record of key: where it is and its stored bytes
@@ -83,10 +83,11 @@ const (
 // holds a reference to it (a lost frame is a miss with where still
 // locating it; a frame that is not the key's record is ErrCorrupt, also
 // with where); with findStored, v is what d holds (for a pending record,
-// its reference, in bp). findHeader is findStored, except that when the
-// key's hint knows the record's exptime and the frame it names is key's,
-// v is nil and where (then complete: epoch, exptime, size) is the answer,
-// without reading Pebble. bp and fb are scratch.
+// its reference, in bp). findHeader is findStored, except that for a
+// pending record, or when the key's hint knows the record's exptime and
+// the frame it names is key's, v is nil and where (then complete: epoch,
+// exptime, size) is the answer, without reading Pebble. bp and fb are
+// scratch.
 func (db *DB) find(bp, fb *[]byte, key []byte, mode findMode) (where Location, v []byte, closer io.Closer, err error) {
 	resolve := mode == findRecord
 	gen := db.sweepGen.Load()
@@ -113,6 +114,9 @@ func (db *DB) find(bp, fb *[]byte, key []byte, mode findMode) (where Location, v
 		where = pe.location(gen)
 		if db.hints != nil {
 			db.hints.install(key, hint{epoch: pe.epoch, loc: pe.loc, exptime: pe.exptime}, seen)
+		}
+		if mode == findHeader {
+			return where, nil, nil, nil // the entry has all of where
 		}
 		if !resolve {
 			*bp = appendRef((*bp)[:0], pe.exptime, pe.ver, pe.loc)
