@@ -26,6 +26,10 @@ type diskStore interface {
 	// store knows (zero otherwise).
 	Commit(m *mutation) error
 	Stats() lsm.Stats
+	// ReleaseJournalPages says whether RAM holds a copy of every record
+	// committed since open, so that the store may drop its page cache of
+	// them (lsm.DB.ReleaseJournalPages).
+	ReleaseJournalPages(on bool)
 }
 
 // mutation is one engine write: at most one Put or Delete of a key, a flush
@@ -76,6 +80,7 @@ func (d *lsmDisk) HLCHighWater() uint64                    { return d.db.HLCHigh
 func (d *lsmDisk) FlushMarker() lsm.FlushMarker            { return d.db.FlushMarker() }
 func (d *lsmDisk) Get(dst, key []byte) (lsm.Record, error) { return d.db.Get(dst, key) }
 func (d *lsmDisk) Stats() lsm.Stats                        { return d.db.Stats() }
+func (d *lsmDisk) ReleaseJournalPages(on bool)             { d.db.ReleaseJournalPages(on) }
 
 func (d *lsmDisk) GetRaw(dst, key []byte) ([]byte, lsm.Location, error) { return d.db.GetRaw(dst, key) }
 

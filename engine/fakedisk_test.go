@@ -25,6 +25,7 @@ type fakeDisk struct {
 		commits uint64
 		gets    uint64
 		bad     []string
+		release bool // the last ReleaseJournalPages
 	}
 	node uint64
 }
@@ -179,6 +180,19 @@ func (d *fakeDisk) Commit(m *mutation) error {
 		d.mu.epoch++
 	}
 	return nil
+}
+
+// ReleaseJournalPages records the engine's last word on its RAM copies.
+func (d *fakeDisk) ReleaseJournalPages(on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.mu.release = on
+}
+
+func (d *fakeDisk) releasing() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mu.release
 }
 
 func (d *fakeDisk) Stats() lsm.Stats {

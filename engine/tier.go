@@ -73,6 +73,12 @@ type tier struct {
 	// below its bound are flushed once its time has passed (recordFlushed).
 	marker atomic.Pointer[lsm.FlushMarker]
 
+	// ramComplete: RAM has held a copy of every record committed since
+	// open, so nothing reads the disk's copies of them soon and the disk
+	// may drop its page cache of them. False from the first RAM copy
+	// dropped for room (an eviction, or a store too large for RAM).
+	ramComplete atomic.Bool
+
 	diskReads    atomic.Uint64 // RAM misses that read the disk (get_extstore)
 	diskMisses   atomic.Uint64 // of those, keys the disk did not have
 	promotions   atomic.Uint64 // items copied from disk into RAM (recache_from_extstore)
@@ -100,6 +106,8 @@ func newTier(e *Engine, d diskStore) *tier {
 		n <<= 1
 	}
 	t.seen = make([]uint32, n)
+	t.ramComplete.Store(true)
+	d.ReleaseJournalPages(true)
 
 	// Relative time must stay positive for every stored item that can
 	// still be live: move the process start before the flush marker, so
@@ -470,8 +478,19 @@ func (t *tier) install(s *shard, h uint64, key []byte, hd *header, value []byte,
 	}
 	if s.fits(n) {
 		s.insert(t.e, h, key, hd, value, nil, toMain, now)
+	} else {
+		t.ramIncomplete()
 	}
 	s.mu.Unlock()
+}
+
+// ramIncomplete records that RAM no longer holds every record committed
+// since open: from now on the disk's page cache serves the reads of the
+// copies RAM dropped.
+func (t *tier) ramIncomplete() {
+	if t.ramComplete.Load() && t.ramComplete.CompareAndSwap(true, false) {
+		t.disk.ReleaseJournalPages(false)
+	}
 }
 
 // drop removes key's RAM copy, if any.

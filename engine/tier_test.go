@@ -151,7 +151,20 @@ func TestTierOverflow(t *testing.T) {
 	clk := clock.NewFake(testStart)
 	d := newFakeDisk()
 	e := newDiskEngine(t, clk, d, limit, 64<<10)
+	// The disk may drop its page cache while RAM holds every record
+	// (lsm/pagecache.go), and must keep it from the first eviction on.
+	for i := range 100 { // keys testOverflow overwrites
+		if st, _ := e.Store([]byte("key:"+strconv.Itoa(i)), []byte("v"), &StoreArgs{}); st != OK {
+			t.Fatalf("store: %v", st)
+		}
+	}
+	if !d.releasing() || e.Stats().RAMEvictions != 0 {
+		t.Fatalf("before any eviction: release %v, %d evictions", d.releasing(), e.Stats().RAMEvictions)
+	}
 	testOverflow(t, e, limit)
+	if d.releasing() {
+		t.Fatal("the disk still releases its page cache after RAM evicted")
+	}
 }
 
 func testOverflow(t *testing.T, e *Engine, limit int) {

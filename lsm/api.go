@@ -305,6 +305,11 @@ type Stats struct {
 	Lost            uint64
 	JournalBytes    uint64 // tcache_disk_journal_bytes: bytes of the journal's segments
 	JournalSegments uint64 // tcache_disk_journal_segments
+	// JournalReleasing is 1 while the journal drops the page cache of its
+	// durable frames (DB.ReleaseJournalPages; tcache_disk_journal_releasing),
+	// JournalReleased the bytes it dropped (tcache_disk_journal_released_bytes).
+	JournalReleasing uint64
+	JournalReleased  uint64
 	// IndexPending is the records whose index entries wait in RAM for
 	// their segment's sstable (tcache_disk_index_pending); IndexPendingBytes
 	// the RAM they hold (tcache_disk_index_pending_bytes); IndexIngests the

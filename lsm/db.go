@@ -716,6 +716,7 @@ func (db *DB) Stats() Stats {
 		Lost:            db.st.lost.Load(),
 		JournalBytes:    uint64(db.j.Size()),
 		JournalSegments: uint64(len(db.j.Segments())),
+		JournalReleased: db.j.rel.bytes.Load(),
 		IndexIngests:    db.st.ingests.Load(),
 		HintHits:        db.st.hintHits.Load(),
 		HintMisses:      db.st.hintMisses.Load(),
@@ -744,5 +745,15 @@ func (db *DB) Stats() Stats {
 	if db.recounting.Load() {
 		s.Recounting = 1
 	}
+	if db.j.rel.on.Load() {
+		s.JournalReleasing = 1
+	}
 	return s
 }
+
+// ReleaseJournalPages sets whether the journal drops the page cache of
+// its frames once they are durable (pagecache.go). Call it with true only
+// while the caller holds a copy of every record it committed since Open,
+// so that nothing reads those frames soon; with false once it may not.
+// Off at Open.
+func (db *DB) ReleaseJournalPages(on bool) { db.j.rel.on.Store(on) }

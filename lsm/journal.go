@@ -56,6 +56,7 @@ type journal struct {
 	fs     vfs.FS
 	dir    string
 	fsyncs *atomic.Uint64 // counts fdatasyncs (nil: not counted)
+	rel    pageRelease    // whether synced frames leave the page cache
 
 	w atomic.Pointer[segmentWriter] // the open segment; nil after Close
 	// wmu guards the open segment's buffer and offset (Append, Write,
@@ -227,7 +228,7 @@ func openJournal(fs vfs.FS, dir string, epoch uint32, clean bool, fsyncs *atomic
 		next = last + 1
 		s := j.segs[last]
 		if clean && s.epoch == epoch {
-			w, err := reopenSegment(fs, fs.PathJoin(dir, segmentName(last)), last, epoch, s.size, fsyncs)
+			w, err := reopenSegment(fs, fs.PathJoin(dir, segmentName(last)), last, epoch, s.size, fsyncs, &j.rel)
 			if err != nil {
 				j.closeFiles()
 				return nil, err
@@ -310,9 +311,10 @@ func (j *journal) create(id, epoch uint32) error {
 	j.mu.Lock()
 	j.segs[id] = &segmentFile{f: r, epoch: epoch}
 	j.mu.Unlock()
-	w := &segmentWriter{f: f, id: id, epoch: epoch, off: int64(len(hdr)), fsyncs: j.fsyncs}
+	w := &segmentWriter{f: f, id: id, epoch: epoch, off: int64(len(hdr)), fsyncs: j.fsyncs, rel: &j.rel}
 	w.written.Store(w.off)
 	w.synced.Store(w.off)
+	w.released = w.off &^ (releasePageSize - 1)
 	j.w.Store(w)
 	return nil
 }
@@ -335,14 +337,15 @@ func syncDir(fs vfs.FS, dir string) error {
 }
 
 // reopenSegment opens segment id of epoch for appending at end.
-func reopenSegment(fs vfs.FS, path string, id, epoch uint32, end int64, fsyncs *atomic.Uint64) (*segmentWriter, error) {
+func reopenSegment(fs vfs.FS, path string, id, epoch uint32, end int64, fsyncs *atomic.Uint64, rel *pageRelease) (*segmentWriter, error) {
 	f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return nil, fmt.Errorf("lsm: journal: %w", err)
 	}
-	w := &segmentWriter{f: f, id: id, epoch: epoch, off: end, fsyncs: fsyncs}
+	w := &segmentWriter{f: f, id: id, epoch: epoch, off: end, fsyncs: fsyncs, rel: rel}
 	w.written.Store(end)
 	w.synced.Store(end)
+	w.released = end &^ (releasePageSize - 1)
 	return w, nil
 }
 
@@ -426,6 +429,11 @@ func (j *journal) Roll(id, epoch uint32) error {
 	}
 	if err != nil {
 		return err
+	}
+	if j.rel.on.Load() {
+		w.syncMu.Lock()
+		w.releasePages(w.synced.Load())
+		w.syncMu.Unlock()
 	}
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("lsm: journal: %w", err)
@@ -681,6 +689,9 @@ type segmentWriter struct {
 	synced  atomic.Int64 // bytes known durable
 	syncErr error        // under syncMu: sticky
 	failed  atomic.Bool  // a sync failed: appends stop too
+
+	rel      *pageRelease
+	released int64 // under syncMu: the page cache below it was released
 }
 
 // write writes buf to the file. Requires journal.wmu.
@@ -742,6 +753,28 @@ func (w *segmentWriter) syncTo(end int64) error {
 	if w.fsyncs != nil {
 		w.fsyncs.Add(1)
 	}
+	prev := w.synced.Load()
 	w.synced.Store(target)
+	if w.rel != nil && w.rel.on.Load() {
+		// Up to the previous fsync's end: what this one made durable
+		// stays cached for one more interval, for a reader close behind
+		// the writer (a replication shipper).
+		w.releasePages(prev)
+	}
 	return nil
+}
+
+// releasePages drops the page cache of the segment below end (rounded
+// down to a page: the page the writer is filling stays). The pages are
+// clean (synced), so nothing is lost; a later read of them reads the
+// device. Requires syncMu.
+func (w *segmentWriter) releasePages(end int64) {
+	end &^= releasePageSize - 1
+	if end <= w.released {
+		return
+	}
+	if dropPageCache(w.f, w.released, end-w.released) {
+		w.rel.bytes.Add(uint64(end - w.released))
+	}
+	w.released = end
 }

@@ -306,6 +306,8 @@ func diskStats(sw statSink, es *engine.Stats, ds *lsm.Stats) {
 	sw.u("tcache_disk_lost_records", ds.Lost)
 	sw.u("tcache_disk_journal_bytes", ds.JournalBytes)
 	sw.u("tcache_disk_journal_segments", ds.JournalSegments)
+	sw.u("tcache_disk_journal_releasing", ds.JournalReleasing)
+	sw.u("tcache_disk_journal_released_bytes", ds.JournalReleased)
 	sw.u("tcache_disk_index_pending", ds.IndexPending)
 	sw.u("tcache_disk_index_pending_bytes", ds.IndexPendingBytes)
 	sw.u("tcache_disk_index_ingests", ds.IndexIngests)

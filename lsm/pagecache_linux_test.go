@@ -1,0 +1,119 @@
+package lsm
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/tcache/tcache/internal/clock"
+	"golang.org/x/sys/unix"
+)
+
+// residentPages reports, for each page of path, whether it is in the page
+// cache. The mapping is gone before it returns: a mapped page cannot be
+// dropped.
+func residentPages(t *testing.T, path string) []bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+releasePageSize-1)/releasePageSize)
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	out := make([]bool, len(vec))
+	for i, v := range vec {
+		out[i] = v&1 != 0
+	}
+	return out
+}
+
+// While the caller says RAM holds everything, each interval sync drops
+// the page cache of the frames the previous sync made durable (and only
+// those); the records still read back, from the device. Turned off, the
+// journal leaves its pages alone.
+func TestReleaseJournalPages(t *testing.T) {
+	dir := t.TempDir()
+	var fsst unix.Statfs_t
+	if err := unix.Statfs(dir, &fsst); err != nil {
+		t.Fatal(err)
+	}
+	if fsst.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on tmpfs, whose pages cannot be dropped: set TMPDIR to a disk", dir)
+	}
+	o := testOptions(vfs.Default, clock.NewFake(testStart))
+	o.Dir = dir
+	o.DurabilityInterval = time.Hour // the test runs the syncer itself
+	db := mustOpen(t, o)
+	defer db.Close()
+	seg := filepath.Join(dir, journalDirName, segmentName(db.j.Segment()))
+
+	n := 0
+	write := func(count int) {
+		for range count {
+			put(t, db, fmt.Sprint("k", n), string(randomValue(fmt.Sprint(n), 3000)), 0, uint64(n+1))
+			n++
+		}
+	}
+	syncNow := func() int64 {
+		db.syncWAL()
+		return db.j.w.Load().synced.Load()
+	}
+	pageOf := func(off int64) int { return int(off / releasePageSize) }
+
+	db.ReleaseJournalPages(true)
+	write(300) // about 900 KB
+	first := syncNow()
+	if got := db.Stats().JournalReleased; got != 0 {
+		t.Fatalf("released %d bytes at the first sync: nothing was durable before it", got)
+	}
+	write(300)
+	second := syncNow()
+	st := db.Stats()
+	if want := uint64(first &^ (releasePageSize - 1)); st.JournalReleased != want || st.JournalReleasing != 1 {
+		t.Fatalf("released %d bytes (releasing %d), want %d", st.JournalReleased, st.JournalReleasing, want)
+	}
+	res := residentPages(t, seg)
+	for p := range pageOf(first) {
+		if res[p] {
+			t.Fatalf("page %d of the first sync's frames still cached", p)
+		}
+	}
+	for p := pageOf(first) + 1; p < pageOf(second); p++ {
+		if !res[p] {
+			t.Fatalf("page %d of the second sync's frames was dropped", p)
+		}
+	}
+
+	db.ReleaseJournalPages(false)
+	write(300)
+	syncNow()
+	write(10)
+	syncNow()
+	if st := db.Stats(); st.JournalReleased != uint64(pageOf(first))*releasePageSize || st.JournalReleasing != 0 {
+		t.Fatalf("released %d bytes (releasing %d) while off", st.JournalReleased, st.JournalReleasing)
+	}
+	if res := residentPages(t, seg); !res[pageOf(second)+1] {
+		t.Fatal("a page written while off was dropped")
+	}
+	for i := range n {
+		if v, ok := get(t, db, fmt.Sprint("k", i)); !ok || v != string(randomValue(fmt.Sprint(i), 3000)) {
+			t.Fatalf("k%d: %d bytes, found %v", i, len(v), ok)
+		}
+	}
+}

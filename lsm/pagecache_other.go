@@ -1,0 +1,8 @@
+//go:build !linux
+
+package lsm
+
+import "github.com/cockroachdb/pebble/v2/vfs"
+
+// dropPageCache is a no-op where posix_fadvise is not wired up.
+func dropPageCache(vfs.File, int64, int64) bool { return false }
