@@ -113,6 +113,12 @@ type DB struct {
 	pend     pendIndex
 	sealKick chan struct{}
 	sstOpts  sstable.WriterOptions
+	// iw lays out the tables the sealer, Open's re-index and Close
+	// ingest, one at a time (ingestTable).
+	iw struct {
+		sync.Mutex
+		w indexWriter
+	}
 
 	bg struct {
 		stop chan struct{}

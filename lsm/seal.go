@@ -440,7 +440,13 @@ func (db *DB) ingestTable(t *segIndex) error {
 			_ = fs.Remove(p) // Pebble removed those it ingested
 		}
 	}()
-	var w indexWriter
+	// One indexWriter for the life of the DB: its buffers (megabytes for a
+	// segment's table) stay mapped, where fresh ones cost a page fault per
+	// page each time (about a third of the sealer's CPU).
+	db.iw.Lock()
+	defer db.iw.Unlock()
+	w := &db.iw.w
+	defer w.reset() // drop t's key strings now, not at the next table
 	w.build(t)
 	for _, g := range w.groups {
 		if len(g) == 0 {
@@ -472,6 +478,25 @@ func (db *DB) ingestTable(t *segIndex) error {
 type indexWriter struct {
 	arena  []byte
 	groups [6][]indexKV // d k l m t x
+
+	names       []string // build's scratch: the table's keys, sorted
+	key, kb, vb []byte
+}
+
+// reset empties w for the next table, keeping its buffers unless one
+// grew past what a segment's table needs (a burst of tiny records).
+func (w *indexWriter) reset() {
+	const keep = 64 << 20
+	if cap(w.arena) > keep {
+		*w = indexWriter{}
+		return
+	}
+	w.arena = w.arena[:0]
+	for i := range w.groups {
+		w.groups[i] = w.groups[i][:0]
+	}
+	clear(w.names[:cap(w.names)]) // let the key strings go
+	w.names = w.names[:0]
 }
 
 // indexKV is one key of an index sstable, in indexWriter.arena (del: a
@@ -501,15 +526,16 @@ func (w *indexWriter) add(g int, k []byte, v []byte, del bool) {
 // build lays out t's entries (d references, k epochs, x entries, the
 // deletions of the bases' leftovers), log entries and indexed marker.
 func (w *indexWriter) build(t *segIndex) {
-	names := make([]string, 0, len(t.keys))
+	w.reset()
 	for k := range t.keys {
-		names = append(names, k)
+		w.names = append(w.names, k)
 	}
-	slices.Sort(names) // k is then in order, d nearly (by epoch, then key)
-	var kb, vb []byte
-	for _, key := range names {
+	slices.Sort(w.names) // k is then in order, d nearly (by epoch, then key)
+	kb, vb := w.kb, w.vb
+	for _, key := range w.names {
 		e := t.keys[key]
-		k := []byte(key)
+		w.key = append(w.key[:0], key...)
+		k := w.key
 		kb = appendDataKey(kb[:0], e.epoch, k)
 		vb = appendRef(vb[:0], e.exptime, e.ver, e.loc)
 		w.add(groupD, kb, vb, false)
@@ -535,6 +561,7 @@ func (w *indexWriter) build(t *segIndex) {
 	for _, l := range t.logs {
 		w.add(groupL, appendLogKey(kb[:0], l.seq), t.arena[l.off:l.off+l.n], false)
 	}
+	w.kb, w.vb = kb, vb
 	w.add(groupM, metaIndexed, indexedMarker{Seg: t.seg, Off: t.end, Seq: t.lastSeq()}.encode(), false)
 	for _, g := range []int{groupD, groupT, groupX} {
 		// Keys are unique by construction (baseLeftovers leaves out what
