@@ -39,9 +39,10 @@ import (
 //
 // Appends are serialized by the caller (DB's commit mutex): Append copies
 // a frame into the open segment's buffer and returns its location at
-// once; Write hands everything appended to the file with one write(2),
-// and may be called from any goroutine (a sync commit, the interval
-// syncer); SyncTo makes a written offset durable, and concurrent callers
+// once; Write hands everything appended to the file with one write(2)
+// and starts its writeback (so that the next fdatasync, which holds the
+// Go scheduler's P while it blocks, is short), and may be called from any
+// goroutine (a sync commit, the interval syncer); SyncTo makes a written offset durable, and concurrent callers
 // share one fdatasync (group commit). A frame appended and not yet written
 // is read from the buffer. An I/O error is sticky: the segment refuses
 // further appends, as DB refuses commits after a failed WAL write.
@@ -701,6 +702,9 @@ func (w *segmentWriter) write() (int64, error) {
 	}
 	if len(w.buf) > 0 {
 		n, err := w.f.WriteAt(w.buf, w.off) // at off: a reopened file's position is 0
+		if err == nil {
+			startWriteback(w.f, w.off, int64(n))
+		}
 		w.off += int64(n)
 		if err == nil && n < len(w.buf) {
 			err = io.ErrShortWrite

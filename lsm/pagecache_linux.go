@@ -16,3 +16,11 @@ func dropPageCache(f vfs.File, off, n int64) bool {
 	}
 	return unix.Fadvise(int(fd), off, n, unix.FADV_DONTNEED) == nil
 }
+
+// startWriteback starts the device write of f's [off, off+n) without
+// waiting for it, so that the next fdatasync finds less to write.
+func startWriteback(f vfs.File, off, n int64) {
+	if fd := f.Fd(); fd != vfs.InvalidFd {
+		_ = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE)
+	}
+}
