@@ -75,8 +75,9 @@ type tier struct {
 
 	// ramComplete: RAM has held a copy of every record committed since
 	// open, so nothing reads the disk's copies of them soon and the disk
-	// may drop its page cache of them. False from the first RAM copy
-	// dropped for room (an eviction, or a store too large for RAM).
+	// may drop its page cache of them. False from the first record
+	// without its RAM copy (an eviction, or a committed record RAM could
+	// not take).
 	ramComplete atomic.Bool
 
 	diskReads    atomic.Uint64 // RAM misses that read the disk (get_extstore)
@@ -476,17 +477,16 @@ func (t *tier) install(s *shard, h uint64, key []byte, hd *header, value []byte,
 		toMain = toMain || it.r == &s.mu.main
 		s.unlink(&it)
 	}
-	if s.fits(n) {
-		s.insert(t.e, h, key, hd, value, nil, toMain, now)
-	} else {
+	if !s.fits(n) || !s.insert(t.e, h, key, hd, value, nil, toMain, now) {
 		t.ramIncomplete()
 	}
 	s.mu.Unlock()
 }
 
 // ramIncomplete records that RAM no longer holds every record committed
-// since open: from now on the disk's page cache serves the reads of the
-// copies RAM dropped.
+// since open (an eviction, or a committed record RAM could not take):
+// from now on the disk's page cache serves the reads of the copies RAM
+// does not have.
 func (t *tier) ramIncomplete() {
 	if t.ramComplete.Load() && t.ramComplete.CompareAndSwap(true, false) {
 		t.disk.ReleaseJournalPages(false)
@@ -582,10 +582,15 @@ func (t *tier) getLocked(st *stripe, s *shard, h uint64, dst, key []byte, a *Get
 	// An item the RAM tier's flush pre-check would flag (a record above a
 	// peer's flush bound with an older local CAS or time) is served from
 	// disk rather than cached: in RAM it would read as flushed.
+	cached := false
 	if s.fits(n) && !e.flushed(&c.hd, now) && (c.inRAM || a.Touch || t.admit(s, h, n)) {
-		if s.insert(e, h, key, &c.hd, c.value, nil, c.inMain, now) && !c.inRAM {
+		cached = s.insert(e, h, key, &c.hd, c.value, nil, c.inMain, now)
+		if cached && !c.inRAM {
 			t.promotions.Add(1)
 		}
+	}
+	if a.Touch && !cached {
+		t.ramIncomplete() // the touch wrote a record RAM does not hold
 	}
 	s.mu.Unlock()
 	if !a.NoValue {
@@ -609,8 +614,8 @@ func (t *tier) vivify(st *stripe, s *shard, h uint64, dst, key []byte, a *GetArg
 	}
 	setLocation(&hd, where)
 	hd.keyLen = uint8(len(key))
-	if s.fits(hd.size()) {
-		s.insert(e, h, key, &hd, nil, nil, false, now)
+	if !s.fits(hd.size()) || !s.insert(e, h, key, &hd, nil, nil, false, now) {
+		t.ramIncomplete()
 	}
 	return dst, e.vivifyInfo(&hd, now), true
 }

@@ -315,7 +315,8 @@ func (j *journal) create(id, epoch uint32) error {
 	w := &segmentWriter{f: f, id: id, epoch: epoch, off: int64(len(hdr)), fsyncs: j.fsyncs, rel: &j.rel}
 	w.written.Store(w.off)
 	w.synced.Store(w.off)
-	w.released = w.off &^ (releasePageSize - 1)
+	w.released = w.off &^ (pageSize - 1)
+	w.wbStart = w.released
 	j.w.Store(w)
 	return nil
 }
@@ -346,7 +347,8 @@ func reopenSegment(fs vfs.FS, path string, id, epoch uint32, end int64, fsyncs *
 	w := &segmentWriter{f: f, id: id, epoch: epoch, off: end, fsyncs: fsyncs, rel: rel}
 	w.written.Store(end)
 	w.synced.Store(end)
-	w.released = end &^ (releasePageSize - 1)
+	w.released = end &^ (pageSize - 1)
+	w.wbStart = w.released
 	return w, nil
 }
 
@@ -684,6 +686,9 @@ type segmentWriter struct {
 	buf    []byte // appended frames not yet written (journal.wmu)
 	off    int64  // bytes in the file: the offset of buf[0] (journal.wmu)
 	err    error  // sticky: the first failed write (journal.wmu)
+	// wbStart: the device write of the pages below it was started
+	// (journal.wmu).
+	wbStart int64
 
 	written atomic.Int64 // off as of the last write, for SyncTo, Scan and Read
 	syncMu  sync.Mutex   // one fdatasync at a time
@@ -702,10 +707,14 @@ func (w *segmentWriter) write() (int64, error) {
 	}
 	if len(w.buf) > 0 {
 		n, err := w.f.WriteAt(w.buf, w.off) // at off: a reopened file's position is 0
-		if err == nil {
-			startWriteback(w.f, w.off, int64(n))
-		}
 		w.off += int64(n)
+		if end := w.off &^ (pageSize - 1); err == nil && end > w.wbStart {
+			// Whole pages only: the page the next write fills stays out
+			// of writeback (a device with stable pages would make that
+			// write wait for it).
+			startWriteback(w.f, w.wbStart, end-w.wbStart)
+			w.wbStart = end
+		}
 		if err == nil && n < len(w.buf) {
 			err = io.ErrShortWrite
 		}
@@ -773,7 +782,7 @@ func (w *segmentWriter) syncTo(end int64) error {
 // clean (synced), so nothing is lost; a later read of them reads the
 // device. Requires syncMu.
 func (w *segmentWriter) releasePages(end int64) {
-	end &^= releasePageSize - 1
+	end &^= pageSize - 1
 	if end <= w.released {
 		return
 	}

@@ -1,6 +1,9 @@
 package lsm
 
-import "sync/atomic"
+import (
+	"os"
+	"sync/atomic"
+)
 
 // Releasing the journal's page cache.
 //
@@ -11,14 +14,16 @@ import "sync/atomic"
 // costs the write: on a VM whose free memory goes back to the host (free
 // page reporting), the first touch of a page costs about ten times its
 // copy (docs/disk-tier.md, "The journal's page cache"). So while the
-// caller says so (DB.ReleaseJournalPages), the journal drops the pages
-// of frames once they are durable and one interval old, and the kernel
-// hands the same, still-backed pages to the next writes. The caller turns
-// it off once RAM no longer holds everything: from then on the page
-// cache is where a read of an evicted item finds its frame.
+// caller says so (DB.ReleaseJournalPages), each interval sync drops the
+// pages of the frames the previous one made durable, a roll drops the
+// rest of the segment it closes, and the kernel hands the same, still
+// backed pages to the next writes. The caller turns it off once RAM no
+// longer holds everything: from then on the page cache is where a read
+// of an evicted item finds its frame.
 
-// releasePageSize is the unit of release: the page a writer fills stays.
-const releasePageSize = 4096
+// pageSize is the unit of release and writeback: the page a writer is
+// filling is left alone.
+var pageSize = int64(os.Getpagesize())
 
 // pageRelease is the journal's release policy and its count.
 type pageRelease struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
@@ -446,7 +447,11 @@ func (db *DB) ingestTable(t *segIndex) error {
 	db.iw.Lock()
 	defer db.iw.Unlock()
 	w := &db.iw.w
-	defer w.reset() // drop t's key strings now, not at the next table
+	// Kept between tables: a table is at most MemTableSize of pending
+	// entries (pending.go), and its layout a few times that.
+	keep := 4 * db.opts.MemTableSize
+	w.reset(keep)
+	defer w.reset(keep) // drop t's key strings now, not at the next table
 	w.build(t)
 	for _, g := range w.groups {
 		if len(g) == 0 {
@@ -483,11 +488,14 @@ type indexWriter struct {
 	key, kb, vb []byte
 }
 
-// reset empties w for the next table, keeping its buffers unless one
-// grew past what a segment's table needs (a burst of tiny records).
-func (w *indexWriter) reset() {
-	const keep = 64 << 20
-	if cap(w.arena) > keep {
+// reset empties w for the next table, keeping its buffers while they
+// hold at most keep bytes.
+func (w *indexWriter) reset(keep int64) {
+	held := int64(cap(w.arena)) + int64(cap(w.names))*int64(unsafe.Sizeof(""))
+	for _, g := range w.groups {
+		held += int64(cap(g)) * int64(unsafe.Sizeof(indexKV{}))
+	}
+	if held > keep {
 		*w = indexWriter{}
 		return
 	}
@@ -526,7 +534,6 @@ func (w *indexWriter) add(g int, k []byte, v []byte, del bool) {
 // build lays out t's entries (d references, k epochs, x entries, the
 // deletions of the bases' leftovers), log entries and indexed marker.
 func (w *indexWriter) build(t *segIndex) {
-	w.reset()
 	for k := range t.keys {
 		w.names = append(w.names, k)
 	}
