@@ -310,6 +310,10 @@ type Stats struct {
 	// JournalReleased the bytes it dropped (tcache_disk_journal_released_bytes).
 	JournalReleasing uint64
 	JournalReleased  uint64
+	// CompressSkipped counts values stored uncompressed without an
+	// attempt, during a pause after a run of values that did not compress
+	// (record.go; tcache_disk_compress_skipped).
+	CompressSkipped uint64
 	// IndexPending is the records whose index entries wait in RAM for
 	// their segment's sstable (tcache_disk_index_pending); IndexPendingBytes
 	// the RAM they hold (tcache_disk_index_pending_bytes); IndexIngests the

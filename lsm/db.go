@@ -723,6 +723,7 @@ func (db *DB) Stats() Stats {
 		JournalBytes:    uint64(db.j.Size()),
 		JournalSegments: uint64(len(db.j.Segments())),
 		JournalReleased: db.j.rel.bytes.Load(),
+		CompressSkipped: db.codec.skipped.Load(),
 		IndexIngests:    db.st.ingests.Load(),
 		HintHits:        db.st.hintHits.Load(),
 		HintMisses:      db.st.hintMisses.Load(),

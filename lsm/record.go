@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
@@ -36,6 +37,18 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type recordCodec struct {
 	codec Codec
 	min   int // compress values of at least min bytes; < 0: never
+
+	// A run of values that do not compress (random bytes, or values the
+	// client compressed) pauses the attempts: after skipAfter failures in
+	// a row, the next values are stored as they are without trying, one
+	// after the first failure past it, then 2, 4, … up to maxSkip, so an
+	// incompressible stream costs one attempt in maxSkip+1. A success ends
+	// the run. The counters are shared by concurrent writers and updated
+	// without a lock: a lost update only shifts when the next attempt
+	// comes.
+	misses  atomic.Uint32 // failed attempts in a row
+	skip    atomic.Int32  // values still to store without an attempt
+	skipped atomic.Uint64 // values stored without an attempt (tcache_disk_compress_skipped)
 
 	zencOnce sync.Once
 	zenc     *zstd.Encoder
@@ -102,7 +115,7 @@ func (c *recordCodec) appendRecord(dst []byte, rec *Record) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(rec.Value)))
 	body := len(dst)
 	v := rec.Value
-	if c.min >= 0 && len(v) >= c.min && c.codec != CodecNone && len(v) > 0 {
+	if c.min >= 0 && len(v) >= c.min && c.codec != CodecNone && len(v) > 0 && c.try() {
 		limit := len(v) - len(v)/8 // keep compressed only when it saves 1/8
 		switch c.codec {
 		case CodecS2:
@@ -112,6 +125,7 @@ func (c *recordCodec) appendRecord(dst []byte, rec *Record) []byte {
 				dst = dst[:body+len(out)]
 				dst[start+2] = byte(CodecS2)
 			}
+			c.tried(len(out) <= limit)
 		case CodecZstd:
 			dst = slices.Grow(dst, len(v)+64)
 			out := c.encoder().EncodeAll(v, dst[body:body])
@@ -120,12 +134,41 @@ func (c *recordCodec) appendRecord(dst []byte, rec *Record) []byte {
 				dst = append(dst[:body], out...)
 				dst[start+2] = byte(CodecZstd)
 			}
+			c.tried(len(out) <= limit)
 		}
 	}
 	if dst[start+2] == byte(CodecNone) {
 		dst = append(dst[:body], v...)
 	}
 	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+const (
+	skipAfter = 8  // failed attempts in a row before the first pause
+	maxSkip   = 64 // the longest pause, in values
+)
+
+// try reports whether to attempt compressing the next eligible value
+// (false: a pause after a run of failures; see recordCodec).
+func (c *recordCodec) try() bool {
+	if c.skip.Load() > 0 && c.skip.Add(-1) >= 0 {
+		c.skipped.Add(1)
+		return false
+	}
+	return true
+}
+
+// tried records the outcome of an attempt.
+func (c *recordCodec) tried(saved bool) {
+	if saved {
+		if c.misses.Load() != 0 {
+			c.misses.Store(0)
+		}
+		return
+	}
+	if m := c.misses.Add(1); m >= skipAfter {
+		c.skip.Store(int32(min(1<<min(m-skipAfter, 31), maxSkip)))
+	}
 }
 
 // recordHeader is the fixed part of a record.

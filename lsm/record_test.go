@@ -3,6 +3,7 @@ package lsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -36,6 +37,46 @@ func TestRecordRoundTrip(t *testing.T) {
 				if err := c.decodeRecord(nil, bad, &out); !errors.Is(err, ErrCorrupt) {
 					t.Fatalf("%v: flip at %d: %v", codec, i, err)
 				}
+			}
+		}
+		c.close()
+	}
+}
+
+// A run of incompressible values pauses the attempts, up to one in
+// maxSkip+1; the first compressible value tried ends the pause, and every
+// value still reads back.
+func TestCompressSkip(t *testing.T) {
+	for _, codec := range []Codec{CodecS2, CodecZstd} {
+		c := newRecordCodec(codec, 256)
+		roundTrip := func(v []byte) bool { // reports whether v was stored compressed
+			t.Helper()
+			enc := c.appendRecord(nil, &Record{Value: v})
+			var out Record
+			if err := c.decodeRecord(nil, enc, &out); err != nil || !bytes.Equal(out.Value, v) {
+				t.Fatalf("%v: round trip of %d bytes: %v", codec, len(v), err)
+			}
+			return enc[2] != byte(CodecNone)
+		}
+		const n = 1000
+		for i := range n {
+			roundTrip(randomValue(fmt.Sprint(i), 1024))
+		}
+		attempts := n - c.skipped.Load()
+		// 8 before the first pause, then one per pause of 1, 2, 4, … 64.
+		if attempts < skipAfter || attempts > skipAfter+7+(n-127)/(maxSkip+1)+1 {
+			t.Fatalf("%v: %d attempts for %d incompressible values", codec, attempts, n)
+		}
+		compressible := bytes.Repeat([]byte("session data "), 100)
+		stored := 0
+		for !roundTrip(compressible) {
+			if stored++; stored > maxSkip {
+				t.Fatalf("%v: %d compressible values in a row stored uncompressed", codec, stored)
+			}
+		}
+		for range 2 * maxSkip {
+			if !roundTrip(compressible) {
+				t.Fatalf("%v: a compressible value stored uncompressed after a success", codec)
 			}
 		}
 		c.close()
