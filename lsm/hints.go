@@ -247,10 +247,8 @@ func (h *hints) clear(key []byte) {
 	mu := h.lock(i)
 	mu.Lock()
 	b := &h.buckets[i]
-	for w := range b.s {
-		if b.s[w].tag() == tag {
-			b.s[w] = hintSlot{}
-		}
+	if w := b.find(tag); w >= 0 { // put keeps one slot per tag
+		b.s[w] = hintSlot{}
 	}
 	mu.gen++
 	mu.Unlock()

@@ -42,10 +42,11 @@ import (
 // once; Write hands everything appended to the file with one write(2)
 // and starts its writeback (so that the next fdatasync, which holds the
 // Go scheduler's P while it blocks, is short), and may be called from any
-// goroutine (a sync commit, the interval syncer); SyncTo makes a written offset durable, and concurrent callers
-// share one fdatasync (group commit). A frame appended and not yet written
-// is read from the buffer. An I/O error is sticky: the segment refuses
-// further appends, as DB refuses commits after a failed WAL write.
+// goroutine (a sync commit, the interval syncer); SyncTo makes a written
+// offset durable, and concurrent callers share one fdatasync (group
+// commit). A frame appended and not yet written is read from the buffer.
+// An I/O error is sticky: the segment refuses further appends, as DB
+// refuses commits after a failed WAL write.
 //
 // At open after a clean close the newest segment is appended to where it
 // ends. After a crash it is scanned instead: the frames it holds stay

@@ -447,11 +447,10 @@ func (db *DB) ingestTable(t *segIndex) error {
 	db.iw.Lock()
 	defer db.iw.Unlock()
 	w := &db.iw.w
-	// Kept between tables: a table is at most MemTableSize of pending
-	// entries (pending.go), and its layout a few times that.
-	keep := 4 * db.opts.MemTableSize
-	w.reset(keep)
-	defer w.reset(keep) // drop t's key strings now, not at the next table
+	// Emptied after each table (dropping its key strings now, not at the
+	// next one), its buffers kept up to a few times a table: a table is at
+	// most MemTableSize of pending entries (pending.go).
+	defer w.reset(4 * db.opts.MemTableSize)
 	w.build(t)
 	for _, g := range w.groups {
 		if len(g) == 0 {
