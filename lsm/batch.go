@@ -214,7 +214,8 @@ func (b *Batch) ReserveCAS(upTo uint64) { b.cas = max(b.cas, upTo) }
 // assigned here, under the commit mutex, in commit order; the Pebble batch
 // enters Pebble's commit pipeline in that same order, so the log is
 // gap-free and ordered in the WAL. With DurabilitySync the fsync is awaited
-// after the mutex is released: concurrent commits share fsyncs.
+// after the mutex is released: concurrent commits share fsyncs
+// (groupsync.go).
 //
 // Errors: ErrClosed; ErrDiskFull (persistent mode, at the limit; batches
 // without Puts are still accepted); ErrFailed (wrapping the cause) when
@@ -336,13 +337,8 @@ func (db *DB) Commit(b *Batch) error {
 		next = &t
 	}
 
-	var err error
-	sync := db.opts.Durability == DurabilitySync
-	if sync {
-		err = db.pdb.ApplyNoSyncWait(pb, pebble.Sync)
-	} else {
-		err = db.pdb.Apply(pb, db.wo)
-	}
+	// Sync commits share their fsync through db.gsync (groupsync.go).
+	err := db.pdb.Apply(pb, pebble.NoSync)
 	if err == nil {
 		err = db.failed()
 	}
@@ -379,6 +375,10 @@ func (db *DB) Commit(b *Batch) error {
 	}
 	db.applyPendingLocked(b)
 	db.lastSeq.Store(seq)
+	var ticket uint64
+	if db.opts.Durability == DurabilitySync {
+		ticket = db.gsync.ticket()
+	}
 	if db.hints != nil {
 		db.updateHintsLocked(b)
 	}
@@ -396,8 +396,7 @@ func (db *DB) Commit(b *Batch) error {
 	case DurabilitySync:
 		// Nothing in the journal to wait for: sync keeps records in
 		// Pebble (DB.useJournal).
-		if err := pb.SyncWait(); err != nil {
-			b.pb = nil
+		if err := db.gsync.wait(db.pdb, ticket); err != nil {
 			db.st.writeErrors.Add(1)
 			db.fail(err)
 			return fmt.Errorf("lsm: commit: %w", db.failed())

@@ -61,6 +61,7 @@ type DB struct {
 	recounting atomic.Bool
 	pendingSyn atomic.Bool // commits since the syncer's last fsync
 	logWait    logNotifier // LogChanged: woken when LastSeq advances
+	gsync      groupSync   // the shared fsyncs of durability sync (groupsync.go)
 
 	// mu serialises commits, in sequence-number order, and every change of
 	// the state below (the epoch table, high-water marks, the flush marker).

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -74,8 +75,19 @@ func TestConcurrentCommitLog(t *testing.T) {
 	}
 }
 
-// Concurrent sync committers share WAL fsyncs (group commit).
+// Concurrent sync committers share WAL fsyncs (group commit), also with
+// one P (tcache -t 1), where Pebble's WAL writer alone ran one fsync per
+// commit (groupsync.go).
 func TestGroupCommit(t *testing.T) {
+	for _, procs := range []int{1, runtime.GOMAXPROCS(0)} {
+		t.Run(fmt.Sprintf("GOMAXPROCS=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			testGroupCommit(t)
+		})
+	}
+}
+
+func testGroupCommit(t *testing.T) {
 	dir := t.TempDir()
 	o := testOptions(vfs.Default, clock.Real{})
 	o.Dir = dir

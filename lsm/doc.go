@@ -139,9 +139,10 @@
 // # Concurrency
 //
 // Commits are serialised by one mutex that assigns sequence numbers and
-// enters Pebble's commit pipeline in that order (Apply, or ApplyNoSyncWait
-// for sync durability, whose fsync is awaited after the mutex is released
-// so concurrent commits share fsyncs). Maintenance
+// enters Pebble's commit pipeline in that order (Apply without a sync;
+// with sync durability the fsync is awaited after the mutex is released,
+// through a leader that syncs the WAL for every commit applied so far:
+// groupsync.go). Maintenance
 // works in bounded chunks under the same mutex. Reads take no mutex (a
 // frame still in the journal's buffer is copied under the journal's own).
 //
