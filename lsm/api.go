@@ -110,8 +110,9 @@ type Options struct {
 
 	// JournalMin: in cache mode, item records of at least this many bytes
 	// (key excluded) are written to the journal and Pebble holds a
-	// reference to them (docs/disk-tier-next.md). Default 256; negative
-	// keeps every record in Pebble. Persistent mode keeps every record in
+	// reference to them (docs/disk-tier-next.md). Default 1: every item
+	// record (docs/disk-tier.md, "Small records too"); negative keeps
+	// every record in Pebble. Persistent mode keeps every record in
 	// Pebble (the journal has no space reclamation for overwrites yet), and
 	// so does durability sync (one file to fsync per commit group, not
 	// two). Records written before a change of mode or durability are read

@@ -55,7 +55,7 @@
 //
 // A k entry names an epoch only: a write over a record of the same epoch
 // leaves it alone (one memtable insert fewer per overwrite). In cache
-// mode, a local item record of at least JournalMin bytes (default 256) is
+// mode, a local item record of at least JournalMin bytes (default 1: all) is
 // appended to the journal and its d value is a journal reference (below),
 // ingested with the rest of its index entries when its segment is sealed
 // (Pending index, below);

@@ -18,9 +18,16 @@ import (
 
 var testStart = time.Unix(1_700_000_000, 0)
 
+// testJournalMin keeps records under 256 bytes in Pebble in most tests,
+// as the default did before every local item record went to the journal:
+// both places a record can live stay covered (TestJournalRecords checks
+// the default).
+const testJournalMin = 256
+
 func testOptions(fs vfs.FS, clk clock.Clock) Options {
 	return Options{
 		Dir:                 "/db",
+		JournalMin:          testJournalMin,
 		FS:                  fs,
 		DiskLimit:           64 << 20,
 		MemTableSize:        1 << 20,

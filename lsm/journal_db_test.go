@@ -34,15 +34,21 @@ func storedValue(t *testing.T, db *DB, key string) []byte {
 	return append([]byte(nil), v...)
 }
 
-// In cache mode large records go to the journal and d holds a reference;
-// small ones, tombstones and every record in persistent mode stay in
-// Pebble. Everything reads back, through hints and after a restart.
+// In cache mode item records go to the journal and d holds a reference:
+// by default every one, with JournalMin 256 the large ones only (small
+// ones stay in Pebble); every record in persistent mode stays in Pebble.
+// Everything reads back, through hints and after a restart.
 func TestJournalRecords(t *testing.T) {
-	for _, mode := range []Mode{ModeCache, ModePersistent} {
-		t.Run(mode.String(), func(t *testing.T) {
+	for _, c := range []struct {
+		mode       Mode
+		journalMin int
+	}{{ModeCache, 0}, {ModeCache, testJournalMin}, {ModePersistent, 0}} {
+		t.Run(fmt.Sprintf("%s/journal_min=%d", c.mode, c.journalMin), func(t *testing.T) {
+			mode := c.mode
 			fs := vfs.NewMem()
 			o := testOptions(fs, clock.NewFake(testStart))
 			o.Mode = mode
+			o.JournalMin = c.journalMin
 			db := mustOpen(t, o)
 			for i := range 200 {
 				put(t, db, fmt.Sprintf("big-%d", i), string(randomValue(fmt.Sprint(i), 1000+i)), 0, uint64(i+1))
@@ -52,8 +58,8 @@ func TestJournalRecords(t *testing.T) {
 			if got := isRef(storedValue(t, db, "big-7")); got != wantRef {
 				t.Fatalf("big record stored as a reference: %v, want %v", got, wantRef)
 			}
-			if isRef(storedValue(t, db, "small-7")) {
-				t.Fatal("a small record went to the journal")
+			if got, want := isRef(storedValue(t, db, "small-7")), wantRef && c.journalMin == 0; got != want {
+				t.Fatalf("small record stored as a reference: %v, want %v", got, want)
 			}
 			check := func(stage string) {
 				t.Helper()

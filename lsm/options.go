@@ -18,7 +18,7 @@ const (
 	DefaultMemTableSize        = 4 << 20
 	DefaultLocationHints       = 1 << 20
 	DefaultCompressMin         = 256
-	DefaultJournalMin          = 256
+	DefaultJournalMin          = 1
 	DefaultLogRetentionBytes   = 1 << 30
 	DefaultLogRetentionAge     = 24 * time.Hour
 	DefaultMaintenanceInterval = time.Second
