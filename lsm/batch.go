@@ -444,7 +444,9 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 		if wasPending, err = db.supersedeLocked(b, pb, key); err != nil {
 			return err
 		}
-		b.pact = append(b.pact, pendAction{kind: actRemove, key: o.key})
+		if wasPending { // else no table the removal touches holds key
+			b.pact = append(b.pact, pendAction{kind: actRemove, key: o.key})
+		}
 	}
 	if o.op == LogDelete && !o.tomb {
 		if p.Present {

@@ -80,6 +80,7 @@ type DB struct {
 		flush        FlushMarker
 		flushDone    int64 // OldestLive of the last executed flush
 		indexDirty   bool  // epochs died: the index pass has k/x entries to remove
+		unhanded     bool  // rollLocked froze a table that handOffLocked has not handed
 	}
 
 	// maintainMu makes Maintain passes one at a time; it also guards the

@@ -205,16 +205,30 @@ func (db *DB) find(bp, fb *[]byte, key []byte, mode findMode) (where Location, v
 // key (version ver) at where.
 func (db *DB) resolveFrame(fb *[]byte, key []byte, where Location, ver Version, loc JournalLoc) (Location, []byte, io.Closer, error) {
 	rec, err := db.readFrame(fb, key, ver, loc)
-	switch {
-	case err == nil:
+	if err == nil {
 		return where, rec, nopCloser{}, nil
-	case errors.Is(err, errFrameLost):
-		db.st.lost.Add(1)
-		return where, nil, nil, nil
-	case errors.Is(err, os.ErrNotExist) && !db.epochLive(where.Epoch):
-		return Location{Known: true, gen: where.gen}, nil, nil, nil // dropped meanwhile
+	}
+	dropped, err := db.frameMiss(err, where.Epoch)
+	if dropped {
+		return Location{Known: true, gen: where.gen}, nil, nil, nil
 	}
 	return where, nil, nil, err
+}
+
+// frameMiss sorts a failed read of the journal frame of a record of epoch
+// (readFrame): a frame a crash lost is counted and is a miss (nil error);
+// a segment removed with its epoch since the reference was read is a miss
+// too (dropped); anything else is returned, ErrCorrupt for a segment gone
+// from a live epoch.
+func (db *DB) frameMiss(err error, epoch uint32) (dropped bool, _ error) {
+	switch {
+	case errors.Is(err, errFrameLost):
+		db.st.lost.Add(1)
+		return false, nil
+	case errors.Is(err, os.ErrNotExist) && !db.epochLive(epoch):
+		return true, nil
+	}
+	return false, err
 }
 
 // readRef reads the record that ref, key's d value, names from the

@@ -313,12 +313,7 @@ func (j *journal) create(id, epoch uint32) error {
 	j.mu.Lock()
 	j.segs[id] = &segmentFile{f: r, epoch: epoch}
 	j.mu.Unlock()
-	w := &segmentWriter{f: f, id: id, epoch: epoch, off: int64(len(hdr)), fsyncs: j.fsyncs, rel: &j.rel}
-	w.written.Store(w.off)
-	w.synced.Store(w.off)
-	w.released = w.off &^ (pageSize - 1)
-	w.wbStart = w.released
-	j.w.Store(w)
+	j.w.Store(newSegmentWriter(f, id, epoch, int64(len(hdr)), j.fsyncs, &j.rel))
 	return nil
 }
 
@@ -345,12 +340,19 @@ func reopenSegment(fs vfs.FS, path string, id, epoch uint32, end int64, fsyncs *
 	if err != nil {
 		return nil, fmt.Errorf("lsm: journal: %w", err)
 	}
+	return newSegmentWriter(f, id, epoch, end, fsyncs, rel), nil
+}
+
+// newSegmentWriter is the writer of segment id, whose file f holds end
+// bytes, all of them durable.
+func newSegmentWriter(f vfs.File, id, epoch uint32, end int64, fsyncs *atomic.Uint64, rel *pageRelease) *segmentWriter {
 	w := &segmentWriter{f: f, id: id, epoch: epoch, off: end, fsyncs: fsyncs, rel: rel}
+	w.appended.Store(end)
 	w.written.Store(end)
 	w.synced.Store(end)
 	w.released = end &^ (pageSize - 1)
 	w.wbStart = w.released
-	return w, nil
+	return w
 }
 
 // Segment is the id of the open segment.
@@ -360,15 +362,14 @@ func (j *journal) Segment() uint32 { return j.w.Load().id }
 func (j *journal) Epoch() uint32 { return j.w.Load().epoch }
 
 // OpenSize is the open segment's length, appended frames included (0
-// after Close).
+// after Close). It takes no lock: exact for a caller that serializes it
+// with Append and Roll (the commit path), a moment old for others.
 func (j *journal) OpenSize() int64 {
-	j.wmu.Lock()
-	defer j.wmu.Unlock()
 	w := j.w.Load()
 	if w == nil {
 		return 0
 	}
-	return w.off + int64(len(w.buf))
+	return w.appended.Load()
 }
 
 // Size is the bytes of every segment, appended frames included.
@@ -395,7 +396,9 @@ func (j *journal) Append(seq uint64, key, rec []byte) (JournalLoc, error) {
 	}
 	at := w.off + int64(len(w.buf))
 	w.buf = appendFrame(w.buf, seq, key, rec)
-	loc := JournalLoc{Segment: w.id, Off: at, Len: uint32(w.off + int64(len(w.buf)) - at)}
+	end := w.off + int64(len(w.buf))
+	w.appended.Store(end)
+	loc := JournalLoc{Segment: w.id, Off: at, Len: uint32(end - at)}
 	if len(w.buf) >= journalWriteChunk {
 		if _, err := w.write(); err != nil {
 			return JournalLoc{}, err
@@ -498,32 +501,46 @@ func (j *journal) readPrefix(dst []byte, loc JournalLoc, n int) ([]byte, error) 
 			}
 			j.wmu.Unlock()
 			if !ok {
-				return dst, fmt.Errorf("%w: journal location %+v past the end", ErrCorrupt, loc)
+				return dst, errPastEnd(loc)
 			}
 			return dst, nil
 		}
 		j.wmu.Unlock() // written meanwhile: read the file
 	}
-	j.mu.Lock()
-	s := j.segs[loc.Segment]
-	if s == nil || s.removed {
-		j.mu.Unlock()
-		return dst, fmt.Errorf("lsm: journal segment %d: %w", loc.Segment, os.ErrNotExist)
+	s, err := j.acquire(loc.Segment, loc.Off+int64(loc.Len))
+	if err != nil {
+		return dst, err
 	}
-	if s.lostAt > 0 && loc.Off+int64(loc.Len) > s.lostAt {
-		j.mu.Unlock()
-		return dst, fmt.Errorf("segment %d at %d: %w", loc.Segment, loc.Off, errFrameLost)
-	}
-	s.refs++
-	j.mu.Unlock()
 	defer j.release(s)
 	if _, err := s.f.ReadAt(dst, loc.Off); err != nil {
 		if errors.Is(err, io.EOF) {
-			return dst, fmt.Errorf("%w: journal location %+v past the end", ErrCorrupt, loc)
+			return dst, errPastEnd(loc)
 		}
 		return dst, fmt.Errorf("lsm: journal: %w", err)
 	}
 	return dst, nil
+}
+
+func errPastEnd(loc JournalLoc) error {
+	return fmt.Errorf("%w: journal location %+v past the end", ErrCorrupt, loc)
+}
+
+// acquire takes a reference to segment id's file, for a read of the bytes
+// below end (0: no check), that release gives back: a removed segment is
+// closed when its last reader is done. A removed segment is
+// os.ErrNotExist; bytes past what a crash left of it are errFrameLost.
+func (j *journal) acquire(id uint32, end int64) (*segmentFile, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	s := j.segs[id]
+	if s == nil || s.removed {
+		return nil, fmt.Errorf("lsm: journal segment %d: %w", id, os.ErrNotExist)
+	}
+	if s.lostAt > 0 && end > s.lostAt {
+		return nil, fmt.Errorf("segment %d below %d: %w", id, end, errFrameLost)
+	}
+	s.refs++
+	return s, nil
 }
 
 // check decodes the frame read for loc.
@@ -549,14 +566,10 @@ func (j *journal) release(s *segmentFile) {
 // a valid frame (a torn tail after a crash). The open segment is scanned
 // up to what was written.
 func (j *journal) Scan(id uint32, fn func(JournalLoc, journalFrame) bool) (int64, error) {
-	j.mu.Lock()
-	s := j.segs[id]
-	if s == nil || s.removed {
-		j.mu.Unlock()
-		return 0, fmt.Errorf("lsm: journal segment %d: %w", id, os.ErrNotExist)
+	s, err := j.acquire(id, 0)
+	if err != nil {
+		return 0, err
 	}
-	s.refs++
-	j.mu.Unlock()
 	defer j.release(s)
 	st, err := s.f.Stat()
 	if err != nil {
@@ -691,11 +704,12 @@ type segmentWriter struct {
 	// (journal.wmu).
 	wbStart int64
 
-	written atomic.Int64 // off as of the last write, for SyncTo, Scan and Read
-	syncMu  sync.Mutex   // one fdatasync at a time
-	synced  atomic.Int64 // bytes known durable
-	syncErr error        // under syncMu: sticky
-	failed  atomic.Bool  // a sync failed: appends stop too
+	appended atomic.Int64 // off + len(buf), set by Append: OpenSize without wmu
+	written  atomic.Int64 // off as of the last write, for SyncTo, Scan and Read
+	syncMu   sync.Mutex   // one fdatasync at a time
+	synced   atomic.Int64 // bytes known durable
+	syncErr  error        // under syncMu: sticky
+	failed   atomic.Bool  // a sync failed: appends stop too
 
 	rel      *pageRelease
 	released int64 // under syncMu: the page cache below it was released

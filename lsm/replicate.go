@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -102,11 +101,11 @@ func (db *DB) Snapshot(fn func(key, rec []byte) error) (History, uint64, error) 
 	fb := db.frameBufs.Get().(*[]byte)
 	defer db.frameBufs.Put(fb)
 	for ok := it.First(); ok; ok = it.Next() {
-		_, key, ok := parseDataKey(it.Key())
+		epoch, key, ok := parseDataKey(it.Key())
 		if !ok {
 			continue
 		}
-		rec, ok := db.storedRecord(fb, key, it.Value())
+		rec, ok := db.storedRecord(fb, epoch, key, it.Value())
 		if !ok {
 			continue
 		}
@@ -163,9 +162,9 @@ func (db *DB) Scan(after []byte, n int, fn func(key, rec []byte) bool) (next []b
 	ok := it.First()
 	for ; ok && k < n; ok = it.Next() {
 		k++
-		_, key, _ := parseDataKey(it.Key())
+		epoch, key, _ := parseDataKey(it.Key())
 		next = append(next[:0], it.Key()...)
-		rec, found := db.storedRecord(fb, key, it.Value())
+		rec, found := db.storedRecord(fb, epoch, key, it.Value())
 		if !found {
 			continue
 		}
@@ -179,23 +178,19 @@ func (db *DB) Scan(after []byte, n int, fn func(key, rec []byte) bool) (next []b
 	return next, errors.Join(it.Error(), it.Close())
 }
 
-// storedRecord is the record that the d value v of key stands for: v
-// itself, or the journal frame it references, read into fb. A frame that
-// is lost, dropped or damaged is skipped (ok false): a damaged one is
-// counted and logged, as Get does.
-func (db *DB) storedRecord(fb *[]byte, key, v []byte) (rec []byte, ok bool) {
+// storedRecord is the record that the d value v of key (in epoch) stands
+// for: v itself, or the journal frame it references, read into fb. A
+// frame that is lost, dropped or damaged is skipped (ok false): a damaged
+// one is counted and logged, as Get does.
+func (db *DB) storedRecord(fb *[]byte, epoch uint32, key, v []byte) (rec []byte, ok bool) {
 	if !isRef(v) {
 		return v, true
 	}
 	rec, err := db.readRef(fb, key, v)
-	switch {
-	case err == nil:
+	if err == nil {
 		return rec, true
-	case errors.Is(err, errFrameLost):
-		db.st.lost.Add(1)
-	case errors.Is(err, os.ErrNotExist):
-		// The segment went with its epoch after the iterator was opened.
-	case errors.Is(err, ErrCorrupt):
+	}
+	if _, err = db.frameMiss(err, epoch); errors.Is(err, ErrCorrupt) {
 		db.corrupt(key, 0, err)
 	}
 	return nil, false

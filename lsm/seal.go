@@ -230,6 +230,7 @@ func (db *DB) rollLocked() error {
 	// Frozen even when empty: the entries of the commit that rolls, for
 	// frames it appended before, are applied to it after the roll.
 	p.frozen = append(p.frozen, t)
+	db.mu.unhanded = true
 	handed := 0
 	var oldest *segIndex
 	for _, f := range p.frozen {
@@ -254,6 +255,10 @@ func (db *DB) rollLocked() error {
 // handOffLocked gives the tables sealed by this commit to the sealer.
 // Requires mu.
 func (db *DB) handOffLocked() {
+	if !db.mu.unhanded {
+		return
+	}
+	db.mu.unhanded = false
 	p := &db.pend
 	kick := false
 	p.Lock()
