@@ -48,11 +48,7 @@ func TestConcurrentCommitLog(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			if err := db.Close(); err != nil {
-				t.Fatal(err)
-			}
-			db = mustOpen(t, o)
-			defer db.Close()
+			db = reopen(t, db, o)
 			want := uint64(1)
 			err := db.ReadLog(1, func(seq uint64, e LogEntry) bool {
 				if seq != want {
@@ -243,8 +239,7 @@ func TestWriteErrors(t *testing.T) {
 				b.Put([]byte("new"), &rec, Location{})
 				err = db.Commit(b)
 				if err == nil && d == DurabilityInterval {
-					db.pendingSyn.Store(true)
-					db.syncWAL()
+					syncNow(db)
 				}
 			}
 			if !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.ENOSPC) {
@@ -369,11 +364,7 @@ func testUsageAfterRestart(t *testing.T, mode Mode) {
 		}
 		put(t, db, fmt.Sprintf("key-%d", i), string(value), 0, uint64(i+1))
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db = mustOpen(t, o)
-	defer db.Close()
+	db = reopen(t, db, o)
 	var onDisk int64
 	_ = filepath.WalkDir(o.Dir, func(_ string, e fs.DirEntry, err error) error {
 		if fi, ierr := e.Info(); err == nil && ierr == nil && !e.IsDir() {

@@ -38,6 +38,35 @@ func testOptions(fs vfs.FS, clk clock.Clock) Options {
 	}
 }
 
+// syncNow runs the syncer's work at once: the journal and the WAL are
+// written and synced.
+func syncNow(db *DB) {
+	db.pendingSyn.Store(true)
+	db.syncWAL()
+}
+
+// crashReopen opens the store again as a crash of db would leave it on
+// fs (cfg: what of the unsynced data survives), with o.FS the crashed copy.
+func crashReopen(t testing.TB, db *DB, fs *vfs.MemFS, o *Options, cfg vfs.CrashCloneCfg) *DB {
+	t.Helper()
+	crashed := fs.CrashClone(cfg)
+	_ = db.Close()
+	o.FS = crashed
+	return mustOpen(t, *o)
+}
+
+// reopen closes db cleanly and opens the store again with o; the new DB
+// is closed when the test ends.
+func reopen(t testing.TB, db *DB, o Options) *DB {
+	t.Helper()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = mustOpen(t, o)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
 func mustOpen(t testing.TB, o Options) *DB {
 	t.Helper()
 	db, err := Open(o)

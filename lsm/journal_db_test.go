@@ -86,11 +86,7 @@ func TestJournalRecords(t *testing.T) {
 			if (st.JournalBytes > 200*1000) != wantRef || st.JournalSegments != segs {
 				t.Fatalf("journal: %d bytes in %d segments", st.JournalBytes, st.JournalSegments)
 			}
-			if err := db.Close(); err != nil {
-				t.Fatal(err)
-			}
-			db = mustOpen(t, o)
-			defer db.Close()
+			db = reopen(t, db, o)
 			check("reopened")
 			check("hinted again")
 			if st := db.Stats(); st.Items != 400 || st.BadCRC != 0 || st.Lost != 0 {
@@ -110,16 +106,12 @@ func TestJournalLostFrames(t *testing.T) {
 	o.Durability = DurabilityInterval
 	db := mustOpen(t, o)
 	put(t, db, "kept", string(randomValue("kept", 1000)), 0, 1)
-	db.pendingSyn.Store(true)
-	db.syncWAL() // journal and WAL synced
+	syncNow(db) // journal and WAL synced
 	put(t, db, "lost", string(randomValue("lost", 1000)), 0, 2)
 	if err := db.pdb.LogData(nil, pebble.Sync); err != nil { // the WAL alone
 		t.Fatal(err)
 	}
-	crashed := fs.CrashClone(vfs.CrashCloneCfg{})
-	_ = db.Close()
-	o.FS = crashed
-	db = mustOpen(t, o)
+	db = crashReopen(t, db, fs, &o, vfs.CrashCloneCfg{})
 	defer db.Close()
 	if v, ok := get(t, db, "kept"); !ok || v != string(randomValue("kept", 1000)) {
 		t.Fatalf("kept: %d bytes, %v", len(v), ok)
@@ -154,15 +146,11 @@ func TestJournalCrashInterval(t *testing.T) {
 		for i := range n {
 			put(t, db, fmt.Sprintf("k%d", i), string(randomValue(fmt.Sprint(i), 300+i%1500)), 0, uint64(i+1))
 			if i%97 == 0 {
-				db.pendingSyn.Store(true)
-				db.syncWAL()
+				syncNow(db)
 				synced = i + 1
 			}
 		}
-		crashed := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(uint64(round), 2))})
-		_ = db.Close()
-		o.FS = crashed
-		db = mustOpen(t, o)
+		db = crashReopen(t, db, fs, &o, vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(uint64(round), 2))})
 		present := 0
 		for i := range n {
 			r, err := db.Get(nil, fmt.Appendf(nil, "k%d", i))
@@ -323,14 +311,12 @@ func TestJournalWriteFault(t *testing.T) {
 	for i := range 50 {
 		put(t, db, fmt.Sprint(i), string(randomValue(fmt.Sprint(i), 1000)), 0, uint64(i+1))
 	}
-	db.pendingSyn.Store(true)
-	db.syncWAL()
+	syncNow(db)
 	on.Store(true)
 	// The first commit after the fault is buffered; the syncer's write
 	// fails, and from then on commits of journal records fail.
 	put(t, db, "buffered", string(randomValue("b", 1000)), 0, 99)
-	db.pendingSyn.Store(true)
-	db.syncWAL()
+	syncNow(db)
 	if db.Stats().WriteErrors == 0 {
 		t.Fatal("the syncer's failed journal write was not counted")
 	}

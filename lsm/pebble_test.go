@@ -487,10 +487,6 @@ func TestTableWriteErrors(t *testing.T) {
 	if tables == 0 {
 		t.Fatalf("no sstable after the flush: %v", names)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db = mustOpen(t, o)
-	defer db.Close()
+	db = reopen(t, db, o)
 	check(db, "after reopen")
 }

@@ -70,8 +70,7 @@ func settleIndex(t testing.TB, db *DB) {
 // LogFirst to LastSeq; it returns the entries by seq.
 func readLog(t testing.TB, db *DB) map[uint64]LogEntry {
 	t.Helper()
-	db.pendingSyn.Store(true)
-	db.syncWAL() // the log is read up to the durable seq
+	syncNow(db) // the log is read up to the durable seq
 	got := make(map[uint64]LogEntry)
 	last := uint64(0)
 	if err := db.ReadLog(db.logFirst.Load(), func(seq uint64, e LogEntry) bool {
@@ -119,11 +118,7 @@ func TestPendingIngest(t *testing.T) {
 		t.Fatalf("settled: %d pending, %d items, want 0 and %d", st.IndexPending, st.Items, len(m))
 	}
 	m.check(t, db, "settled", keys)
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db = mustOpen(t, o)
-	defer db.Close()
+	db = reopen(t, db, o)
 	m.check(t, db, "reopened", keys)
 	if got := len(readLog(t, db)); got != ops {
 		t.Fatalf("log after reopen: %d entries, want %d", got, ops)
@@ -224,11 +219,7 @@ func TestPendingConcurrent(t *testing.T) {
 	if got := len(readLog(t, db)); got != writers*opsEach {
 		t.Fatalf("log: %d entries, want %d", got, writers*opsEach)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db = mustOpen(t, o)
-	defer db.Close()
+	db = reopen(t, db, o)
 	all.check(t, db, "reopened", writers*keysEach)
 	if st := db.Stats(); st.Items != uint64(len(all)) {
 		t.Fatalf("reopened: %d items, want %d", st.Items, len(all))
@@ -261,8 +252,7 @@ func TestPendingCrashReindex(t *testing.T) {
 			later[key] = append(later[key], m[key])
 
 			if r.IntN(300) == 0 {
-				db.pendingSyn.Store(true)
-				db.syncWAL()
+				syncNow(db)
 				atSync, later, syncedSeq = clone(m), make(map[string][]string), db.LastSeq()
 			}
 			if round%2 == 1 && r.IntN(200) == 0 {
@@ -273,10 +263,7 @@ func TestPendingCrashReindex(t *testing.T) {
 				}
 			}
 		}
-		crashed := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(uint64(round), 4))})
-		_ = db.Close()
-		o.FS = crashed
-		db = mustOpen(t, o)
+		db = crashReopen(t, db, fs, &o, vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(uint64(round), 4))})
 		for i := range keys {
 			key := fmt.Sprint("key", i)
 			v, ok := get(t, db, key)
@@ -319,16 +306,11 @@ func TestPendingCrashDelete(t *testing.T) {
 	db := mustOpen(t, o)
 	put(t, db, "gone", string(randomValue("gone", 1000)), 0, 1)
 	put(t, db, "kept", string(randomValue("kept", 1000)), 0, 2)
-	db.pendingSyn.Store(true)
-	db.syncWAL() // both frames durable, their index only in RAM
+	syncNow(db) // both frames durable, their index only in RAM
 	del(t, db, "gone", 3)
 	put(t, db, "kept", "small now", 0, 4) // a Pebble record over a pending one
-	db.pendingSyn.Store(true)
-	db.syncWAL()
-	crashed := fs.CrashClone(vfs.CrashCloneCfg{})
-	_ = db.Close()
-	o.FS = crashed
-	db = mustOpen(t, o)
+	syncNow(db)
+	db = crashReopen(t, db, fs, &o, vfs.CrashCloneCfg{})
 	defer db.Close()
 	if _, ok := get(t, db, "gone"); ok {
 		t.Fatal("a deleted record came back from the journal")
@@ -364,11 +346,7 @@ func TestPendingFlush(t *testing.T) {
 			t.Fatalf("old%d survived flush_all", i)
 		}
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db = mustOpen(t, o)
-	defer db.Close()
+	db = reopen(t, db, o)
 	if _, ok := get(t, db, "old3"); ok {
 		t.Fatal("old3 came back after a restart")
 	}
@@ -440,11 +418,7 @@ func TestPendingSmallOverPending(t *testing.T) {
 	small := Record{Value: []byte("small"), Version: Version{HLC: 2, Node: db.NodeID()}}
 	b.Put([]byte("k"), &small, big.Where)
 	mustCommit(t, db, b)
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db = mustOpen(t, o)
-	defer db.Close()
+	db = reopen(t, db, o)
 	if v, ok := get(t, db, "k"); !ok || v != "small" {
 		t.Fatalf("after a restart: %q %v, want the small record", v, ok)
 	}
@@ -474,11 +448,7 @@ func TestPendingBatchAcrossSeal(t *testing.T) {
 	if n := len(readLog(t, db)); n != 3000 {
 		t.Fatalf("log: %d entries, want 3000", n)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db = mustOpen(t, o)
-	defer db.Close()
+	db = reopen(t, db, o)
 	m.check(t, db, "reopened", 3000)
 	assertIndexClean(t, db, m)
 }

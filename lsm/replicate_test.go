@@ -101,10 +101,7 @@ func TestHistories(t *testing.T) {
 		t.Fatalf("histories after a clean close %+v, want %+v", h2, h)
 	}
 	put(t, db, "c", "1", 0, 3)
-	crashed := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
-	_ = db.Close()
-	o.FS = crashed
-	db = mustOpen(t, o)
+	db = crashReopen(t, db, fs, &o, vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
 	defer db.Close()
 	h3 := db.Histories()
 	if len(h3) != 2 || h3[0] != h[0] || h3[1].ID == h[0].ID || h3[1].FirstSeq != db.LastSeq()+1 || db.LastSeq() != 3 {
