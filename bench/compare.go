@@ -115,7 +115,9 @@ func Workloads() []Workload {
 		{Name: "multiget", Description: "1:10 set:get, gets of 10 keys, 100-byte values, 50 connections, pipeline 1",
 			Options: hot("multi:", 1, 10, 100, 1, 10), Prefill: true},
 		vsMemory("hot-1-10-vs-memory", "as hot-1-10", hot("hot:", 1, 10, 100, 1, 0)),
+		vsMemory("hot-1-10-p16-vs-memory", "as hot-1-10-p16", hot("hot:", 1, 10, 100, 16, 0)),
 		vsMemory("mixed-1k-vs-memory", "as mixed-1k", hot("mixed:", 1, 1, 1024, 1, 0)),
+		vsMemory("multiget-vs-memory", "as multiget", hot("multi:", 1, 10, 100, 1, 10)),
 		{Name: "overflow", Description: "both at `-m 64`: 420 000 keys of 1–4 KiB random values (~1 GiB, 16× memory) " +
 			"stored once (50 connections, pipeline 1), then 1:10 set:get with gaussian keys, 50 connections; memcached " +
 			"with extstore (`-o ext_path=FILE:4G,ext_item_age=0`), tcache with its disk tier (mode cache, durability " +
