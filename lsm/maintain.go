@@ -365,13 +365,20 @@ func (db *DB) trimLog(now time.Time) {
 	if m := db.pend.minSeq(); m != 0 {
 		last = min(last, m) // entries from there on are not all in Pebble yet
 	}
-	if first >= last {
-		return
-	}
 	cutoff := now.Add(-db.opts.LogRetentionAge).UnixMilli()
 	db.mu.Lock()
 	excess := db.mu.logBytes - db.opts.LogRetentionBytes
+	if open := db.pend.open; open.logDue(cutoff) || excess > 0 && first >= last && len(open.logs) > 0 {
+		// The log is trimmed in Pebble only, and the open table's entries
+		// are due: seal it, so that a later pass can trim them.
+		if db.failed() == nil && db.rollLocked() == nil {
+			db.handOffLocked()
+		}
+	}
 	db.mu.Unlock()
+	if first >= last {
+		return
+	}
 	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: appendLogKey(nil, first), UpperBound: appendLogKey(nil, last)})
 	if err != nil {
 		return

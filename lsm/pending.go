@@ -124,6 +124,17 @@ func (t *segIndex) addLog(seq uint64, enc []byte) {
 	t.mem += int64(24 + len(enc))
 }
 
+// logDue reports whether t's oldest log entry was written before cutoff
+// (unix milliseconds): the log's retention age has passed for it.
+func (t *segIndex) logDue(cutoff int64) bool {
+	if len(t.logs) == 0 {
+		return false
+	}
+	l := t.logs[0]
+	var e LogEntry
+	return decodeLogEntry(t.arena[l.off:l.off+l.n], &e) == nil && e.Time < cutoff
+}
+
 // lastSeq is the highest seq t holds (0 if none).
 func (t *segIndex) lastSeq() uint64 {
 	if len(t.logs) == 0 {

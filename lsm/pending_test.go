@@ -487,3 +487,42 @@ func TestPendingViewKeepsBase(t *testing.T) {
 	}
 	assertIndexClean(t, db, model{"k": "small"})
 }
+
+// The log is trimmed in Pebble only. A pending table whose oldest log
+// entry is past the retention age is sealed by the maintenance pass, so
+// that the next pass trims those entries: small writes would otherwise
+// hold the log back until their segment filled.
+func TestLogTrimSealsPending(t *testing.T) {
+	clk := clock.NewFake(testStart)
+	o := testOptions(vfs.NewMem(), clk)
+	o.JournalMin = 0 // the default: every item record in the journal
+	o.LogRetentionAge = time.Hour
+	db := mustOpen(t, o)
+	defer db.Close()
+	for i := range 10 {
+		put(t, db, fmt.Sprint("k", i), "v", 0, uint64(i+1))
+	}
+	db.Maintain()
+	if st := db.Stats(); st.LogFirst != 1 || st.IndexIngests != 0 {
+		t.Fatalf("before the retention age: log first %d, %d ingestions", st.LogFirst, st.IndexIngests)
+	}
+	clk.Advance(2 * time.Hour)
+	db.Maintain() // seals the open table
+	db.mu.Lock()
+	err := db.waitHandedLocked() // its ingestion; settleIndex would seal it itself
+	db.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, db, "new", "v", 0, 11)
+	db.Maintain()
+	if st := db.Stats(); st.LogFirst != 11 || st.IndexIngests != 1 {
+		t.Fatalf("after the retention age: log first %d, %d ingestions; want 11, 1", st.LogFirst, st.IndexIngests)
+	}
+	for i := range 10 {
+		if v, ok := get(t, db, fmt.Sprint("k", i)); !ok || v != "v" {
+			t.Fatalf("k%d = %q %v", i, v, ok)
+		}
+	}
+	readLog(t, db)
+}
