@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -309,4 +310,44 @@ func TestValidateRefusesImpossibleOptions(t *testing.T) {
 			t.Errorf("ParsePatterns(%q) accepted", s)
 		}
 	}
+}
+
+// warmUp sends a memory-mode server its -m in passes of 4 KiB overwrites:
+// the RAM tier's memory is then resident, all of it.
+func TestWarmUpTouchesMemory(t *testing.T) {
+	srv := testserver.Start(t, "-m", "16", "-t", "1", "--mode", "memory")
+	before := rssBytes(t, srv.PID())
+	o := Options{
+		Protocol: ProtocolText, Threads: 1, Clients: 4,
+		KeyPrefix: "warm-", KeyMinimum: 0, KeyMaximum: 999, Seed: 1,
+	}
+	if err := warmUp(context.Background(), o, srv.Addr, 16); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ServerStats(srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st["cmd_set"] != "5000" { // 16 MiB: a little over 4 passes of 1000 × 4 KiB
+		t.Errorf("cmd_set = %q, want 5000", st["cmd_set"])
+	}
+	if grew := rssBytes(t, srv.PID()) - before; grew < 14<<20 {
+		t.Errorf("resident memory grew by %d bytes, want most of -m 16", grew)
+	}
+}
+
+func rssBytes(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
 }
