@@ -537,7 +537,7 @@ func (j *journal) acquire(id uint32, end int64) (*segmentFile, error) {
 		return nil, fmt.Errorf("lsm: journal segment %d: %w", id, os.ErrNotExist)
 	}
 	if s.lostAt > 0 && end > s.lostAt {
-		return nil, fmt.Errorf("segment %d below %d: %w", id, end, errFrameLost)
+		return nil, fmt.Errorf("segment %d: bytes up to %d, past what a crash left (%d): %w", id, end, s.lostAt, errFrameLost)
 	}
 	s.refs++
 	return s, nil

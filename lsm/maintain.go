@@ -412,14 +412,14 @@ func (db *DB) trimLog(now time.Time) {
 	db.mu.logBytes -= removed
 }
 
+// recountYield is how many d entries recount scans between yields.
+const recountYield = 256
+
 // recount rebuilds the item and byte counters after an unclean shutdown.
 // Under the commit mutex it takes a Pebble snapshot and zeroes the
 // counters, which from then on hold the deltas of later commits and sweeps;
 // it scans the d ranges of the snapshot and adds the counts of each epoch
 // still live at the end. Scanned(snapshot) + deltas(after it) is exact.
-// recountYield is how many d entries recount scans between yields.
-const recountYield = 256
-
 func (db *DB) recount() {
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
