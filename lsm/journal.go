@@ -564,8 +564,18 @@ func (j *journal) release(s *segmentFile) {
 // false, and returns the offset after the last valid frame it read. It
 // stops with an error wrapping ErrCorrupt at the first bytes that are not
 // a valid frame (a torn tail after a crash). The open segment is scanned
-// up to what was written.
+// up to what was written. The frame fn gets is valid only during the
+// call.
 func (j *journal) Scan(id uint32, fn func(JournalLoc, journalFrame) bool) (int64, error) {
+	return j.ScanFrom(id, 0, fn)
+}
+
+// scanChunk is how much ScanFrom reads at a time.
+const scanChunk = 1 << 20
+
+// ScanFrom is Scan from offset from, which must be the start of a frame
+// (or at most the header's length: the first frame).
+func (j *journal) ScanFrom(id uint32, from int64, fn func(JournalLoc, journalFrame) bool) (int64, error) {
 	s, err := j.acquire(id, 0)
 	if err != nil {
 		return 0, err
@@ -580,23 +590,39 @@ func (j *journal) Scan(id uint32, fn func(JournalLoc, journalFrame) bool) (int64
 		size = min(size, w.written.Load())
 	}
 	// The header was checked when the segment was opened or created.
-	r := io.NewSectionReader(s.f, 0, size)
-	off := int64(journalHeaderLen)
-	buf := make([]byte, 64<<10)
+	// buf holds the file's bytes from bufOff on, read a chunk at a time.
+	var buf []byte
+	bufOff := int64(0)
+	bytesAt := func(off, n int64) ([]byte, error) {
+		if off < bufOff || off+n > bufOff+int64(len(buf)) {
+			want := min(max(n, scanChunk), size-off)
+			buf = slices.Grow(buf[:0], int(want))[:want]
+			if _, err := s.f.ReadAt(buf, off); err != nil {
+				buf = buf[:0]
+				return nil, err
+			}
+			bufOff = off
+		}
+		return buf[off-bufOff : off-bufOff+n], nil
+	}
+	off := max(from, int64(journalHeaderLen))
 	for off < size {
-		var lenb [frameLenSize]byte
-		if _, err := r.ReadAt(lenb[:], off); err != nil {
+		if size-off < frameLenSize {
 			return off, fmt.Errorf("%w: segment %d: %d bytes at %d are not a frame", ErrCorrupt, id, size-off, off)
 		}
-		n := int64(frameLenSize) + int64(binary.BigEndian.Uint32(lenb[:])) + 4
+		lenb, err := bytesAt(off, frameLenSize)
+		if err != nil {
+			return off, fmt.Errorf("lsm: journal: %w", err)
+		}
+		n := int64(frameLenSize) + int64(binary.BigEndian.Uint32(lenb)) + 4
 		if n > size-off {
 			return off, fmt.Errorf("%w: segment %d: frame of %d bytes at %d runs past the end (%d)", ErrCorrupt, id, n, off, size)
 		}
-		buf = slices.Grow(buf[:0], int(n))[:n]
-		if _, err := r.ReadAt(buf, off); err != nil {
+		b, err := bytesAt(off, n)
+		if err != nil {
 			return off, fmt.Errorf("lsm: journal: %w", err)
 		}
-		fr, _, err := parseFrame(buf)
+		fr, _, err := parseFrame(b)
 		if err != nil {
 			return off, fmt.Errorf("segment %d at %d: %w", id, off, err)
 		}

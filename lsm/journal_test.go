@@ -100,6 +100,19 @@ func TestJournalRoundTrip(t *testing.T) {
 	if err != nil || got != end || i != len(es) {
 		t.Fatalf("scan: end %d err %v after %d frames, want %d, nil, %d", got, err, i, end, len(es))
 	}
+	// ScanFrom a frame's offset yields the frames from it on (the scan
+	// reads in chunks: frames cross their boundaries).
+	i = 150
+	got, err = j.ScanFrom(j.Segment(), es[150].loc.Off, func(loc JournalLoc, fr journalFrame) bool {
+		if loc != es[i].loc || fr.Seq != es[i].seq || !bytes.Equal(fr.Record, es[i].rec) {
+			t.Fatalf("scan from %d, frame %d: %+v seq %d, want %+v seq %d", es[150].loc.Off, i, loc, fr.Seq, es[i].loc, es[i].seq)
+		}
+		i++
+		return true
+	})
+	if err != nil || got != end || i != len(es) {
+		t.Fatalf("scan from %d: end %d err %v at frame %d, want %d, nil, %d", es[150].loc.Off, got, err, i, end, len(es))
+	}
 
 	// Reopen: the clean segment is appended to, and everything reads back.
 	if err := j.Close(); err != nil {
