@@ -37,8 +37,9 @@ type DB struct {
 	// grows (each fdatasync also commits its size), cut sync throughput
 	// from 0.25 to 0.10 of none (docs/disk-tier-next.md), for a CPU saving
 	// that a commit bound by fsyncs does not need.
-	useJournal bool
-	hists      []History // log histories, oldest first; fixed at Open
+	useJournal  bool
+	hists       []History     // log histories, oldest first; fixed at Open
+	reindexTook time.Duration // the re-index at Open (reindex.go); zero when none ran
 
 	fsyncs     atomic.Uint64
 	corruptLog rateLimitedLog
