@@ -65,7 +65,7 @@ type journal struct {
 	// Read of an unwritten frame) and the change of open segment (Roll).
 	wmu sync.Mutex
 
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	segs   map[uint32]*segmentFile // every segment on disk, by id
 	sealed int64                   // bytes of the segments other than the open one
 }
@@ -160,12 +160,20 @@ func segmentName(id uint32) string { return fmt.Sprintf("%08d%s", id, journalSuf
 // that Remove closes the file only after their ReadAt is done (a closed
 // descriptor's number may be reused by another file).
 type segmentFile struct {
-	f       vfs.File
-	epoch   uint32
-	size    int64 // bytes when sealed (0 for the open segment)
-	lostAt  int64 // > 0: frames at or past this offset were lost in a crash
-	refs    int   // under journal.mu
-	removed bool
+	f      vfs.File
+	epoch  uint32
+	size   int64 // bytes when sealed (0 for the open segment)
+	lostAt int64 // > 0: frames at or past this offset were lost in a crash
+	// refs counts the journal's own reference (dropped when the segment
+	// is removed) and one per read in flight; the file closes at zero.
+	refs    atomic.Int32
+	removed bool // under journal.mu
+}
+
+func newSegmentFile(f vfs.File, epoch uint32, size int64) *segmentFile {
+	s := &segmentFile{f: f, epoch: epoch, size: size}
+	s.refs.Store(1)
+	return s
 }
 
 // SegmentInfo describes a segment on disk.
@@ -280,7 +288,7 @@ func openSegmentFile(fs vfs.FS, path string) (*segmentFile, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("%w: journal version %d, this tcache reads %d", ErrCorrupt, v, journalVersion)
 	}
-	return &segmentFile{f: f, epoch: binary.BigEndian.Uint32(hdr[len(journalMagic)+1:]), size: st.Size()}, nil
+	return newSegmentFile(f, binary.BigEndian.Uint32(hdr[len(journalMagic)+1:]), st.Size()), nil
 }
 
 // create starts segment id of epoch, makes it the open segment and syncs
@@ -311,7 +319,7 @@ func (j *journal) create(id, epoch uint32) error {
 		return fmt.Errorf("lsm: journal: %w", err)
 	}
 	j.mu.Lock()
-	j.segs[id] = &segmentFile{f: r, epoch: epoch}
+	j.segs[id] = newSegmentFile(r, epoch, 0)
 	j.mu.Unlock()
 	j.w.Store(newSegmentWriter(f, id, epoch, int64(len(hdr)), j.fsyncs, &j.rel))
 	return nil
@@ -375,8 +383,8 @@ func (j *journal) OpenSize() int64 {
 // Size is the bytes of every segment, appended frames included.
 func (j *journal) Size() int64 {
 	open := j.OpenSize()
-	j.mu.Lock()
-	defer j.mu.Unlock()
+	j.mu.RLock()
+	defer j.mu.RUnlock()
 	return j.sealed + open
 }
 
@@ -530,8 +538,8 @@ func errPastEnd(loc JournalLoc) error {
 // closed when its last reader is done. A removed segment is
 // os.ErrNotExist; bytes past what a crash left of it are errFrameLost.
 func (j *journal) acquire(id uint32, end int64) (*segmentFile, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
+	j.mu.RLock()
+	defer j.mu.RUnlock()
 	s := j.segs[id]
 	if s == nil || s.removed {
 		return nil, fmt.Errorf("lsm: journal segment %d: %w", id, os.ErrNotExist)
@@ -539,7 +547,7 @@ func (j *journal) acquire(id uint32, end int64) (*segmentFile, error) {
 	if s.lostAt > 0 && end > s.lostAt {
 		return nil, fmt.Errorf("segment %d: bytes up to %d, past what a crash left (%d): %w", id, end, s.lostAt, errFrameLost)
 	}
-	s.refs++
+	s.refs.Add(1) // the journal's reference is held: refs > 1 now
 	return s, nil
 }
 
@@ -553,9 +561,7 @@ func (j *journal) check(dst []byte, loc JournalLoc) (journalFrame, []byte, error
 }
 
 func (j *journal) release(s *segmentFile) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if s.refs--; s.refs == 0 && s.removed {
+	if s.refs.Add(-1) == 0 {
 		_ = s.f.Close()
 	}
 }
@@ -649,10 +655,8 @@ func (j *journal) Remove(id uint32) error {
 	delete(j.segs, id)
 	j.sealed -= s.size
 	s.removed = true
-	if s.refs == 0 {
-		_ = s.f.Close()
-	}
 	j.mu.Unlock()
+	j.release(s) // the journal's reference
 	if err := j.fs.Remove(j.fs.PathJoin(j.dir, segmentName(id))); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("lsm: journal: %w", err)
 	}
@@ -677,8 +681,8 @@ func (j *journal) RemoveBelow(epoch uint32) (int, error) {
 
 // Segments lists the segments on disk, in order.
 func (j *journal) Segments() []SegmentInfo {
-	j.mu.Lock()
-	defer j.mu.Unlock()
+	j.mu.RLock()
+	defer j.mu.RUnlock()
 	out := make([]SegmentInfo, 0, len(j.segs))
 	for _, id := range slices.Sorted(maps.Keys(j.segs)) {
 		out = append(out, SegmentInfo{ID: id, Epoch: j.segs[id].epoch})
@@ -710,9 +714,7 @@ func (j *journal) closeFiles() {
 	defer j.mu.Unlock()
 	for id, s := range j.segs {
 		s.removed = true
-		if s.refs == 0 {
-			_ = s.f.Close()
-		}
+		j.release(s) // the journal's reference
 		delete(j.segs, id)
 	}
 }
