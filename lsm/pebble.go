@@ -31,13 +31,14 @@ func pebbleOptions(o *Options, fs vfs.FS, c *pebble.Cache, l pebble.Logger, el *
 		MemTableSize:       uint64(o.MemTableSize),
 		// Two memtables: one filling, one flushing (the memory budget).
 		MemTableStopWritesThreshold: 2,
-		// Let L0 collect a few flushes before compacting it into Lbase: with
-		// random keys every L0 compaction rewrites most of Lbase, so fewer,
-		// larger ones cut write amplification (docs/lsm-tuning.md). Stall
-		// writes late (a burst of sets is absorbed rather than refused).
-		L0CompactionThreshold:     6,
+		// Let L0 collect a dozen flushes and ingested index tables before
+		// compacting it into Lbase: with random keys every L0 compaction
+		// rewrites most of Lbase, so fewer, larger ones cut write
+		// amplification (docs/lsm-tuning.md). Stall writes late (a burst of
+		// sets is absorbed rather than refused).
+		L0CompactionThreshold:     12,
 		L0CompactionFileThreshold: 500,
-		L0StopWritesThreshold:     24,
+		L0StopWritesThreshold:     48,
 		LBaseMaxBytes:             64 << 20,
 		// 2 cores shared with the server: one compaction, two when debt grows.
 		CompactionConcurrencyRange: func() (int, int) { return 1, 2 },
