@@ -166,8 +166,7 @@ type segmentFile struct {
 	lostAt int64 // > 0: frames at or past this offset were lost in a crash
 	// refs counts the journal's own reference (dropped when the segment
 	// is removed) and one per read in flight; the file closes at zero.
-	refs    atomic.Int32
-	removed bool // under journal.mu
+	refs atomic.Int32
 }
 
 func newSegmentFile(f vfs.File, epoch uint32, size int64) *segmentFile {
@@ -541,7 +540,7 @@ func (j *journal) acquire(id uint32, end int64) (*segmentFile, error) {
 	j.mu.RLock()
 	defer j.mu.RUnlock()
 	s := j.segs[id]
-	if s == nil || s.removed {
+	if s == nil {
 		return nil, fmt.Errorf("lsm: journal segment %d: %w", id, os.ErrNotExist)
 	}
 	if s.lostAt > 0 && end > s.lostAt {
@@ -587,6 +586,11 @@ func (j *journal) ScanFrom(id uint32, from int64, fn func(JournalLoc, journalFra
 		return 0, err
 	}
 	defer j.release(s)
+	if s.lostAt > 0 && from > s.lostAt {
+		// Bytes before from were lost (a torn tail): what follows them
+		// cannot be trusted to be frames of this segment.
+		return from, fmt.Errorf("%w: segment %d: scan from %d, past what a crash left (%d)", ErrCorrupt, id, from, s.lostAt)
+	}
 	st, err := s.f.Stat()
 	if err != nil {
 		return 0, fmt.Errorf("lsm: journal: %w", err)
@@ -654,7 +658,6 @@ func (j *journal) Remove(id uint32) error {
 	}
 	delete(j.segs, id)
 	j.sealed -= s.size
-	s.removed = true
 	j.mu.Unlock()
 	j.release(s) // the journal's reference
 	if err := j.fs.Remove(j.fs.PathJoin(j.dir, segmentName(id))); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -713,7 +716,6 @@ func (j *journal) closeFiles() {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for id, s := range j.segs {
-		s.removed = true
 		j.release(s) // the journal's reference
 		delete(j.segs, id)
 	}

@@ -177,6 +177,14 @@ func TestJournalTornTail(t *testing.T) {
 			if !errors.Is(err, ErrCorrupt) || end != st.Size() {
 				t.Fatalf("scan of the torn segment: end %d, %v; want %d and ErrCorrupt", end, err, st.Size())
 			}
+			// A scan that would start past the tear reads nothing.
+			past := st.Size() + int64(len(tail))
+			if end, err := j.ScanFrom(1, past, func(JournalLoc, journalFrame) bool {
+				t.Fatal("a frame past the torn tail")
+				return true
+			}); !errors.Is(err, ErrCorrupt) || end != past {
+				t.Fatalf("scan from past the torn tail: end %d, %v; want %d and ErrCorrupt", end, err, past)
+			}
 			more := appendEntries(t, j, 41, 5)
 			if _, err := j.Write(); err != nil {
 				t.Fatal(err)
