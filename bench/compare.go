@@ -28,17 +28,16 @@ type Workload struct {
 	// Prefill stores every key once before the first measured round, so
 	// that gets hit.
 	Prefill bool
-	// WarmBaseline, before the prefill, overwrites the keys on the
-	// Baseline server (tcache --mode memory) with 4 KiB values until it
-	// has been sent its -m once (warmUp), so that it is measured in its
-	// steady state: the RAM tier's memory is a log that reuses pages only
-	// once -m bytes have been written, and until then every new page
-	// costs a fault and, on a VM that hands freed memory back to its host,
-	// the host's backing of the page (11% of memory mode's CPU in
-	// mixed-1k). The disk-mode server is not warmed: there the journal's
-	// released page cache feeds those faults cheaply, and 4 KiB
-	// overwrites would make its RAM tier evict, which ends the release.
-	WarmBaseline bool
+	// Warm, before the prefill, sends each server its -m in 4 KiB
+	// overwrites of a thousand keys of its own (warmUp), so that both are
+	// measured in their steady state: the RAM tier's memory is a log that
+	// reuses pages only once -m bytes have been written, and until then
+	// every new page costs a fault and, on a VM that hands freed memory
+	// back to its host, the host's backing of the page (11% of memory
+	// mode's CPU in mixed-1k). The keys are few so that the overwritten
+	// copies are dead when the log wraps: nothing live is evicted (an
+	// eviction would end the disk tier's journal page release).
+	Warm bool
 	// Unavailable, when not empty, is why the workload cannot run yet.
 	Unavailable string
 
@@ -98,8 +97,8 @@ func Workloads() []Workload {
 	vsMemory := func(name, desc string, o Options) Workload {
 		return Workload{Name: name, Description: desc + "; **the memcached column is tcache `--mode memory`** " +
 			"(the foundation), the tcache column the default mode (cache, durability interval): the ratio is disk / memory; " +
-			"before the prefill memory mode is sent `-m` bytes of 4 KiB overwrites of the keys, so that it runs in its steady state (its RAM log has wrapped)",
-			Options: o, Prefill: true, WarmBaseline: true, Dedicated: true, Baseline: []string{"--mode", "memory"}}
+			"before the prefill each server is sent `-m` bytes of 4 KiB overwrites of 1 000 keys of its own, so that both run in their steady state (their RAM log has wrapped, over dead copies only)",
+			Options: o, Prefill: true, Warm: true, Dedicated: true, Baseline: []string{"--mode", "memory"}}
 	}
 	overflow := Options{
 		Protocol: ProtocolText, Threads: 1, Clients: 50,
@@ -456,13 +455,15 @@ func runDedicated(ctx context.Context, o CompareOptions, row *ComparisonRow, scr
 	if w.Retention {
 		row.Retention = &RetentionResult{Keys: w.Options.KeyMaximum - w.Options.KeyMinimum + 1}
 	}
-	if w.WarmBaseline && w.Baseline != nil {
-		start := time.Now()
-		if err := warmUp(ctx, w.Options, a.addr, memoryMB); err != nil {
-			row.Err = fmt.Sprintf("warm-up of %s failed: %v", a.name, err)
-			return nil
+	if w.Warm {
+		for _, p := range []*process{a, b} {
+			start := time.Now()
+			if err := warmUp(ctx, w.Options, p.addr, memoryMB); err != nil {
+				row.Err = fmt.Sprintf("warm-up of %s failed: %v", p.name, err)
+				return nil
+			}
+			o.Logger.Info("warmed up", "workload", w.Name, "server", p.name, "took", time.Since(start).Round(time.Millisecond).String())
 		}
-		o.Logger.Info("warmed up", "workload", w.Name, "server", a.name, "took", time.Since(start).Round(time.Millisecond).String())
 	}
 	if w.Prefill {
 		for _, p := range []*process{a, b} {
@@ -538,17 +539,24 @@ func prefill(ctx context.Context, w Options, addr string, pipeline int) error {
 	return err
 }
 
-// warmUpValue is the value size of warmUp's overwrites.
-const warmUpValue = 4096
+// warmUpValue and warmUpKeys are the value size and key count of
+// warmUp's overwrites.
+const (
+	warmUpValue = 4096
+	warmUpKeys  = 1000
+)
 
-// warmUp overwrites every key of w with warmUpValue-byte values, in
-// sequential passes (each key once per pass, pipelined), until memoryMB
-// MiB have been sent: the server's RAM tier has then written all of its
-// memory once. What it evicts meanwhile the prefill stores again.
+// warmUp overwrites warmUpKeys keys of its own (w's prefix and "warm-")
+// with warmUpValue-byte values, in sequential passes (each key once per
+// pass, pipelined), until memoryMB MiB have been sent: the server's RAM
+// tier has then written all of its memory, and what the log reclaimed
+// were dead copies. w's own keys are not touched.
 func warmUp(ctx context.Context, w Options, addr string, memoryMB int) error {
 	w.DataSizeMin, w.DataSizeMax = warmUpValue, warmUpValue
-	span := int64(w.KeyMaximum - w.KeyMinimum + 1)
-	for sent := int64(0); sent < int64(memoryMB)<<20; sent += span * warmUpValue {
+	w.KeyPrefix += "warm-"
+	w.KeyMinimum, w.KeyMaximum = 0, warmUpKeys-1
+	w.Threads, w.Clients = 1, min(w.Threads*w.Clients, 10)
+	for sent := int64(0); sent < int64(memoryMB)<<20; sent += warmUpKeys * warmUpValue {
 		if err := prefill(ctx, w, addr, 0); err != nil {
 			return err
 		}

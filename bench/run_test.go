@@ -312,27 +312,41 @@ func TestValidateRefusesImpossibleOptions(t *testing.T) {
 	}
 }
 
-// warmUp sends a memory-mode server its -m in passes of 4 KiB overwrites:
-// the RAM tier's memory is then resident, all of it.
+// warmUp sends a server its -m in passes of 4 KiB overwrites of keys of
+// its own: the RAM tier's memory is then resident, all of it, the
+// workload's keys are untouched, and the disk tier's RAM evicted nothing.
 func TestWarmUpTouchesMemory(t *testing.T) {
-	srv := testserver.Start(t, "-m", "16", "-t", "1", "--mode", "memory")
-	before := rssBytes(t, srv.PID())
-	o := Options{
-		Protocol: ProtocolText, Threads: 1, Clients: 4,
-		KeyPrefix: "warm-", KeyMinimum: 0, KeyMaximum: 999, Seed: 1,
-	}
-	if err := warmUp(context.Background(), o, srv.Addr, 16); err != nil {
-		t.Fatal(err)
-	}
-	st, err := ServerStats(srv.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st["cmd_set"] != "5000" { // 16 MiB: a little over 4 passes of 1000 × 4 KiB
-		t.Errorf("cmd_set = %q, want 5000", st["cmd_set"])
-	}
-	if grew := rssBytes(t, srv.PID()) - before; grew < 14<<20 {
-		t.Errorf("resident memory grew by %d bytes, want most of -m 16", grew)
+	// The disk tier's RAM is 7/16 of -m: at -m 64 the thousand keys
+	// are a seventh of it.
+	for mode, mb := range map[string]int{"memory": 16, "cache": 64} {
+		t.Run(mode, func(t *testing.T) {
+			srv := testserver.Start(t, "-m", strconv.Itoa(mb), "-t", "1", "--mode", mode)
+			before := rssBytes(t, srv.PID())
+			o := Options{
+				Protocol: ProtocolText, Threads: 1, Clients: 4,
+				KeyPrefix: "load-", KeyMinimum: 0, KeyMaximum: 99, Seed: 1,
+			}
+			if err := warmUp(context.Background(), o, srv.Addr, mb); err != nil {
+				t.Fatal(err)
+			}
+			st, err := ServerStats(srv.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			passes := (mb<<20 + warmUpKeys*warmUpValue - 1) / (warmUpKeys * warmUpValue)
+			if want := strconv.Itoa(passes * warmUpKeys); st["cmd_set"] != want || st["curr_items"] != "1000" {
+				t.Errorf("cmd_set = %q, curr_items = %q; want %s and 1000", st["cmd_set"], st["curr_items"], want)
+			}
+			if mode == "cache" && st["tcache_ram_evictions"] != "0" {
+				t.Errorf("tcache_ram_evictions = %q, want 0", st["tcache_ram_evictions"])
+			}
+			if grew := rssBytes(t, srv.PID()) - before; mode == "memory" && grew < int64(mb-4)<<20 {
+				t.Errorf("resident memory grew by %d bytes, want most of -m %d", grew, mb)
+			}
+			if hits, err := getEveryKey(context.Background(), o, srv.Addr); err != nil || hits != 0 {
+				t.Errorf("the workload's keys: %d hits (%v), want none", hits, err)
+			}
+		})
 	}
 }
 
