@@ -63,6 +63,15 @@ func BenchmarkPathWrite(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) { benchPathJournal(b, value, each) })
 	}
+	for _, x := range pathWriteExtra {
+		b.Run(x.name, func(b *testing.B) { x.fn(b, value) })
+	}
+}
+
+// pathWriteExtra are BenchmarkPathWrite's platform-specific variants.
+var pathWriteExtra []struct {
+	name string
+	fn   func(*testing.B, []byte)
 }
 
 func benchPathJournal(b *testing.B, value []byte, writeEach bool) {
