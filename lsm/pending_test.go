@@ -327,6 +327,53 @@ func TestPendingCrashDelete(t *testing.T) {
 	}
 }
 
+// A record from a peer carries no log entry, so after a crash only its
+// version tells the re-index whether it is newer than a journal frame of
+// the same key: the newer of the two is what reads back.
+func TestPendingCrashRemote(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	o := testOptions(fs, clock.NewFake(testStart))
+	o.Durability = DurabilityInterval
+	db := mustOpen(t, o)
+	remote := func(key, value string, hlc uint64) {
+		t.Helper()
+		raw := (&recordCodec{min: -1}).appendRecord(nil, &Record{Value: []byte(value), Version: Version{HLC: hlc, Node: 99}})
+		b := db.NewBatch()
+		b.PutRemote([]byte(key), raw, db.CASHighWater()+1, Location{})
+		mustCommit(t, db, b)
+	}
+	// "peer": the local frame, then the peer's newer record over it.
+	put(t, db, "peer", string(randomValue("local", 1000)), 0, 10)
+	remote("peer", "from the peer", 20)
+	// "local": the peer's record, then a newer local frame over it.
+	remote("local", "from the peer", 10)
+	put(t, db, "local", string(randomValue("local2", 1000)), 0, 20)
+	syncNow(db) // the frames and Pebble's WAL durable, the index only in RAM
+	db = crashReopen(t, db, fs, &o, vfs.CrashCloneCfg{})
+	defer db.Close()
+	if db.reindexTook == 0 {
+		t.Fatal("nothing was re-indexed")
+	}
+	if v, ok := get(t, db, "peer"); !ok || v != "from the peer" {
+		t.Fatalf("peer = %.20q %v, want the peer's newer record", v, ok)
+	}
+	if v, ok := get(t, db, "local"); !ok || v != string(randomValue("local2", 1000)) {
+		t.Fatalf("local = %.20q %v, want the newer local frame", v, ok)
+	}
+	waitRecount(t, db)
+	if st := db.Stats(); st.Items != 2 {
+		t.Fatalf("%d items, want 2", st.Items)
+	}
+	// The ingested index holds the newer record of each, and nothing of
+	// the older: a clean restart reads the same.
+	db2 := reopen(t, db, o)
+	for key, want := range map[string]string{"peer": "from the peer", "local": string(randomValue("local2", 1000))} {
+		if v, ok := get(t, db2, key); !ok || v != want {
+			t.Fatalf("after a clean restart %s = %.20q %v", key, v, ok)
+		}
+	}
+}
+
 // flush_all removes pending records too; records written after it stay,
 // across a restart.
 func TestPendingFlush(t *testing.T) {
