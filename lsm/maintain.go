@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -412,9 +411,6 @@ func (db *DB) trimLog(now time.Time) {
 	db.mu.logBytes -= removed
 }
 
-// recountYield is how many d entries recount scans between yields.
-const recountYield = 256
-
 // recount rebuilds the item and byte counters after an unclean shutdown.
 // Under the commit mutex it takes a Pebble snapshot and zeroes the
 // counters, which from then on hold the deltas of later commits and sweeps;
@@ -445,17 +441,15 @@ func (db *DB) recount() {
 		db.log.Error("recount failed", "err", err)
 		return
 	}
-	for n, ok := 0, it.First(); ok; n, ok = n+1, it.Next() {
+	// A scan of every item right after open: unpaced, under one P (-t 1)
+	// it held up the first requests by 10-20 ms (the netpoller starved).
+	var pace pacer
+	for ok := it.First(); ok; ok = it.Next() {
 		if db.closed.Load() {
 			_ = it.Close()
 			return // counts stay partial; the next open recounts (clean stays 0)
 		}
-		if n%recountYield == recountYield-1 {
-			// A scan of every item right after open: under one P (-t 1)
-			// it held up the server's start until Go's 10 ms preemption,
-			// each time start-up blocked (70 ms with 1 GiB on disk).
-			runtime.Gosched()
-		}
+		pace.step()
 		e, key, ok := parseDataKey(it.Key())
 		if !ok || e < lo || e > cur {
 			continue
