@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/tcache/tcache/internal/pace"
 )
 
 // Bounds of one maintenance pass: work is done in chunks of chunkSize keys,
@@ -443,13 +444,13 @@ func (db *DB) recount() {
 	}
 	// A scan of every item right after open: unpaced, under one P (-t 1)
 	// it held up the first requests by 10-20 ms (the netpoller starved).
-	var pace pacer
+	var pc pace.Pacer
 	for ok := it.First(); ok; ok = it.Next() {
 		if db.closed.Load() {
 			_ = it.Close()
 			return // counts stay partial; the next open recounts (clean stays 0)
 		}
-		pace.step()
+		pc.Step(1)
 		e, key, ok := parseDataKey(it.Key())
 		if !ok || e < lo || e > cur {
 			continue
