@@ -56,6 +56,10 @@ type ring struct {
 	base  uint64  // logical position of the start of ids[first]; multiple of cs
 	head  uint64  // oldest byte still in the log
 	tail  uint64  // next byte to write
+	// ttl is set when a header with an expiry time is written, and by the
+	// crawler when it meets a live record that has one: the ring may
+	// hold something to reclaim (crawler.go).
+	ttl bool
 }
 
 func (r *ring) used() uint64 { return r.tail - r.head }
@@ -262,6 +266,9 @@ func (r *ring) writeLoc(pos uint64, h *header) {
 }
 
 func (r *ring) writeHeader(pos uint64, h *header) {
+	if h.exptime != 0 {
+		r.ttl = true
+	}
 	var b [hdrSize]byte
 	h.encode(&b)
 	r.write(pos, b[:])

@@ -307,6 +307,20 @@ func (e *Engine) Flush(delay int64) Status {
 	return OK
 }
 
+// flushMark is a flush_all marker: oldestLive and oldestCAS as Flush set
+// them.
+type flushMark struct {
+	oldestLive int64
+	oldestCAS  uint64
+}
+
+// flushMark returns the current marker and whether it is in effect at now
+// (a flush_all was given and its delay has passed).
+func (e *Engine) flushMark(now int64) (flushMark, bool) {
+	m := flushMark{e.oldestLive.Load(), e.oldestCAS.Load()}
+	return m, m.oldestLive != 0 && m.oldestLive <= now
+}
+
 // flushed is memcached's item_is_flushed.
 func (e *Engine) flushed(h *header, now int64) bool {
 	ol := e.oldestLive.Load()

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tcache/tcache/internal/clock"
 )
@@ -288,5 +289,67 @@ func TestLongKey(t *testing.T) {
 	}
 	if v, _, ok := e.Get(nil, max, &GetArgs{}); !ok || string(v) != "v" {
 		t.Fatal("lost the longest key")
+	}
+}
+
+// TestCrawlerSkipsRingsWithNothingToReclaim: a pass walks a ring only when
+// an item with an expiry time was written to it or seen live in it, or a
+// flush_all took effect since its last walk.
+func TestCrawlerSkipsRingsWithNothingToReclaim(t *testing.T) {
+	clk := clock.NewFake(testStart)
+	e := newTestEngine(t, clk, 64<<20, 1<<20)
+	value := make([]byte, 100)
+	checked := func() uint64 { return e.ItemsStats().CrawlerChecked }
+	for i := range 1000 {
+		e.Store([]byte("k"+strconv.Itoa(i)), value, &StoreArgs{})
+	}
+	e.Crawl()
+	if n := checked(); n != 0 {
+		t.Fatalf("a pass over items without an expiry time checked %d records", n)
+	}
+
+	// An item with an expiry time: the pass walks its ring (and keeps
+	// walking it while the item lives), then reclaims it once expired.
+	e.Store([]byte("ttl"), value, &StoreArgs{Exptime: 2})
+	e.Crawl()
+	first := checked()
+	if first == 0 {
+		t.Fatal("a pass after a store with an expiry time checked nothing")
+	}
+	e.Crawl()
+	if checked() == first {
+		t.Fatal("a pass skipped the ring of a live item with an expiry time")
+	}
+	clk.Advance(3 * time.Second)
+	e.Crawl()
+	if st := e.Stats(); st.CrawlerReclaimed != 1 || st.CurrItems != 1000 {
+		t.Fatalf("reclaimed %d, %d items left; want 1 and 1000", st.CrawlerReclaimed, st.CurrItems)
+	}
+	before := checked()
+	e.Crawl()
+	if n := checked(); n != before {
+		t.Fatalf("a pass after the last expiring item went checked %d more records", n-before)
+	}
+
+	// flush_all with a delay: nothing to walk until it takes effect, then
+	// one pass reclaims every item, and the next one skips again.
+	e.FlushAll(5)
+	e.Crawl()
+	if n := checked(); n != before {
+		t.Fatalf("a pass before a delayed flush took effect checked %d records", n-before)
+	}
+	clk.Advance(6 * time.Second)
+	e.Crawl()
+	if st := e.Stats(); st.CrawlerReclaimed != 1001 || st.CurrItems != 0 {
+		t.Fatalf("after the flush: reclaimed %d, %d items left; want 1001 and 0", st.CrawlerReclaimed, st.CurrItems)
+	}
+	e.Store([]byte("after"), value, &StoreArgs{})
+	before = checked()
+	e.Crawl()
+	if n := checked(); n != before {
+		t.Fatalf("a second pass under the same flush checked %d records", n-before)
+	}
+	if _, _, found := e.Get(nil, []byte("after"), &GetArgs{}); !found {
+		t.Fatal("an item stored after the flush is gone")
 	}
 }

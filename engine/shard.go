@@ -19,7 +19,10 @@ type shard struct {
 		items uint64    // live records; guarded by mu
 		bytes uint64    // sum of live record sizes; guarded by mu
 		crawl [2]uint64 // crawler cursors (small, main); guarded by mu
-		c     counters  // guarded by mu
+		// crawled is the flush marker each ring's last full pass ran
+		// under, once it was in effect; guarded by mu.
+		crawled [2]flushMark
+		c       counters // guarded by mu
 		// lastEvictedTime is the idle seconds of the last evicted item
 		// (memcached evicted_time); guarded by mu.
 		lastEvictedTime int64
