@@ -125,11 +125,13 @@ func BenchmarkSetOverwrite(b *testing.B) {
 
 // BenchmarkCrawl is one crawler pass over a full 1 GiB RAM tier: 1 000
 // live keys overwritten with 4 KiB values until the rings wrapped (the
-// compare's warm-up), then 100 000 live 1 KiB items, none expired. Paced
-// (internal/pace), a pass sleeps about once per millisecond of work.
+// compare's warm-up), then 100 000 live 1 KiB items, all with an expiry
+// time an hour away (without one the pass skips the rings) and none
+// expired. Paced (internal/pace), a pass sleeps about once per
+// millisecond of work.
 func BenchmarkCrawl(b *testing.B) {
 	e := newTestEngine(b, clock.NewFake(testStart), 1<<30, 1<<20)
-	a := &StoreArgs{}
+	a := &StoreArgs{Exptime: 3600}
 	warm := make([]byte, 4096)
 	for i := range 1 << 18 {
 		e.Store([]byte("warm:"+strconv.Itoa(i%1000)), warm, a)
