@@ -56,10 +56,12 @@ type ring struct {
 	base  uint64  // logical position of the start of ids[first]; multiple of cs
 	head  uint64  // oldest byte still in the log
 	tail  uint64  // next byte to write
-	// ttl is set when a header with an expiry time is written, and by the
-	// crawler when it meets a live record that has one: the ring may
-	// hold something to reclaim (crawler.go).
-	ttl bool
+	// reclaim says the ring may hold something for the crawler to
+	// reclaim (crawler.go): it is set when a record with an expiry time
+	// is written or moved into the ring, when a record is stored already
+	// flushed (in the second a flush_all takes effect), and by the
+	// crawler when it meets a live record with an expiry time.
+	reclaim bool
 }
 
 func (r *ring) used() uint64 { return r.tail - r.head }
@@ -267,7 +269,7 @@ func (r *ring) writeLoc(pos uint64, h *header) {
 
 func (r *ring) writeHeader(pos uint64, h *header) {
 	if h.exptime != 0 {
-		r.ttl = true
+		r.reclaim = true
 	}
 	var b [hdrSize]byte
 	h.encode(&b)

@@ -29,9 +29,10 @@ func (e *Engine) crawlLoop(every time.Duration) {
 // expired items never fetched), as memcached's LRU crawler does. Tests call
 // it directly; the background crawler calls it every CrawlerInterval.
 //
-// A ring is walked only when it may hold something to reclaim: a record
-// with an expiry time was written to it or found live in it by its last
-// walk (ring.ttl), or a flush_all took effect since its last walk. With no
+// A ring is walked only when it may hold something to reclaim
+// (ring.reclaim): a record with an expiry time was written or moved to it
+// or found live in it by its last walk, or a record was stored flushed;
+// or when a flush_all took effect since its last walk. With no
 // expiry times and no flush a pass costs nothing, where walking every
 // record header of a full 1 GiB RAM tier took 30 ms of CPU a second;
 // memcached's crawler likewise schedules itself by what its last crawl
@@ -53,13 +54,13 @@ func (e *Engine) Crawl() {
 			}
 			r := s.ringByIndex(ri)
 			fm, inEffect := e.flushMark(e.now())
-			if !r.ttl && (!inEffect || fm == s.mu.crawled[ri]) {
+			if !r.reclaim && (!inEffect || fm == s.mu.crawled[ri]) {
 				s.mu.Unlock()
 				continue
 			}
 			// Set again by the walk when it meets a live record with an
 			// expiry time, and by writes meanwhile.
-			r.ttl = false
+			r.reclaim = false
 			end := r.tail
 			s.mu.crawl[ri] = 0
 			s.mu.Unlock()
@@ -71,10 +72,10 @@ func (e *Engine) Crawl() {
 					s.mu.crawled[ri] = fm
 				}
 				s.mu.Unlock()
+				pc.Step(crawlBatch)
 				if done {
 					break
 				}
-				pc.Step(crawlBatch)
 			}
 		}
 	}
@@ -106,7 +107,7 @@ func (s *shard) crawl(e *Engine, ri int, end uint64, now int64) bool {
 		fl := e.flushed(&it.hdr, now)
 		if !fl && (it.hdr.exptime == 0 || int64(it.hdr.exptime) > now) {
 			if it.hdr.exptime != 0 {
-				r.ttl = true // not yet expired: a later pass reclaims it
+				r.reclaim = true // not yet expired: a later pass reclaims it
 			}
 			continue
 		}

@@ -353,3 +353,49 @@ func TestCrawlerSkipsRingsWithNothingToReclaim(t *testing.T) {
 		t.Fatal("an item stored after the flush is gone")
 	}
 }
+
+// TestCrawlerReclaimsMovedAndLateFlushedItems: records that reach a ring
+// without a header write of their own (an S3-FIFO move into main) or that
+// are stored already flushed (in the second a delayed flush_all takes
+// effect, after the walk under it) still mark their ring for the crawler.
+func TestCrawlerReclaimsMovedAndLateFlushedItems(t *testing.T) {
+	clk := clock.NewFake(testStart)
+	e := newTestEngine(t, clk, 8<<20, 1<<20)
+	value := make([]byte, 1000)
+	const ttlKeys = 2000
+	for i := range ttlKeys {
+		e.Store([]byte("ttl"+strconv.Itoa(i)), value, &StoreArgs{Exptime: 100})
+	}
+	for i := range ttlKeys {
+		e.Get(nil, []byte("ttl"+strconv.Itoa(i)), &GetArgs{}) // hit: moved to main, not evicted
+	}
+	for i := range 20000 {
+		e.Store([]byte("fill"+strconv.Itoa(i)), value, &StoreArgs{})
+	}
+	if e.ItemsStats().MovesToMain == 0 {
+		t.Fatal("no record moved to main: the test does not test moves")
+	}
+	clk.Advance(101 * time.Second)
+	e.Crawl()
+	// A get that meets an expired item counts get_expired: the crawler
+	// should have left none.
+	expired := e.Stats().GetExpired
+	for i := range ttlKeys {
+		e.Get(nil, []byte("ttl"+strconv.Itoa(i)), &GetArgs{})
+	}
+	if n := e.Stats().GetExpired - expired; n != 0 {
+		t.Fatalf("%d expired items were left for gets to find after a crawler pass", n)
+	}
+
+	// A delayed flush takes effect; the crawler walks under it; an item is
+	// then stored in the same second, so it is flushed already.
+	e.FlushAll(2)
+	clk.Advance(time.Second) // the flush takes effect at the end of this second
+	e.Crawl()
+	e.Store([]byte("late"), value, &StoreArgs{})
+	reclaimed := e.ItemsStats().CrawlerReclaimed
+	e.Crawl()
+	if n := e.ItemsStats().CrawlerReclaimed - reclaimed; n != 1 {
+		t.Fatalf("a record stored flushed after the walk: the next pass reclaimed %d, want 1", n)
+	}
+}

@@ -262,6 +262,11 @@ func (s *shard) insert(e *Engine, h uint64, key []byte, hd *header, v1, v2 []byt
 	s.makeRoom(e, r, n, now)
 	pos := r.tail
 	r.writeHeader(pos, hd)
+	if e.flushed(hd, now) {
+		// Stored in the second a flush_all took effect, perhaps after
+		// the crawler's walk under it (Engine.Crawl).
+		r.reclaim = true
+	}
 	p := pos + hdrSize
 	r.write(p, key)
 	p += uint64(len(key))
@@ -479,6 +484,9 @@ func (s *shard) move(it *item, bits uint8) bool {
 	s.grow(main, k)
 	dst := main.tail
 	copyRecord(main, dst, it.r, it.pos, sz)
+	if it.hdr.exptime != 0 {
+		main.reclaim = true // for Engine.Crawl, as ring.writeHeader
+	}
 	main.tail += sz
 	main.setByte(dst+hdrBits, bits)
 	s.advance(it.r, sz)
