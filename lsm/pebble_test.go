@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -187,16 +186,7 @@ func TestWriteBehindContent(t *testing.T) {
 			if fi.Size() != int64(len(want)) {
 				t.Fatalf("size after close %d, want %d", fi.Size(), len(want))
 			}
-			rf, err := fs.Open(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rf.Close()
-			got, err := io.ReadAll(rf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
+			if got := readAll(t, fs, name); !bytes.Equal(got, want) {
 				t.Fatalf("content differs (%d bytes, want %d)", len(got), len(want))
 			}
 		})
