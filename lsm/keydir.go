@@ -1,0 +1,348 @@
+package lsm
+
+import (
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// keydir is the complete RAM index of the journal (docs/keydir.md): for
+// every key whose current record is a journal frame, where that frame is,
+// its record's expiry and whether it is a tombstone. It is Bitcask's
+// keydir, and what memcached's extstore keeps of each flash item in RAM: a
+// read of an item the RAM tier evicted finds its frame here and reads it
+// with one pread, and a write learns what it replaces without a disk
+// read. It is rebuilt at open from the position index Pebble keeps (s,
+// keys.go) and the journal's tail.
+//
+// A key is known by a 64-bit hash of it, not by its bytes (24 bytes a key
+// whatever its length; Bitcask keeps whole keys). Every read checks the
+// key in the frame, so two keys with one hash can never return each
+// other's value; they share one entry, so writing one evicts the other
+// from the disk tier (for a million keys, a chance of about 3 in 10^8 that
+// any two collide).
+//
+// The table is split in keydirShards shards by the hash's top bits, each
+// an open-addressing table with Robin Hood probing (as the engine's
+// index.go) in its own anonymous mapping, outside the Go heap, grown by
+// doubling: a shard holds 1/256 of the keys, so a growth copies little
+// while its shard's lock is held. The shard's mutex guards it.
+type keydir struct {
+	seed   maphash.Seed
+	shards [keydirShards]kdShard
+}
+
+const (
+	keydirShardBits = 8
+	keydirShards    = 1 << keydirShardBits
+	// kdMinSlots is a shard's first size: 6 KiB, 1.5 MiB for the table.
+	kdMinSlots = 256
+	// kdLoadNum/kdLoadDen is the load past which a shard grows.
+	kdLoadNum, kdLoadDen = 7, 8
+)
+
+// kdShard is one shard, padded to its own cache lines.
+type kdShard struct {
+	mu     sync.Mutex
+	slots  []kdSlot // len a power of two; over mem
+	mem    []byte
+	mask   uint64
+	n      int // entries
+	growAt int
+	_      [64]byte
+}
+
+// kdSlot is one entry. hash 0 marks an empty slot (a key whose hash is 0
+// is stored as 1). lenKind is the frame's length with kdTombstone set for
+// a tombstone. exp is an item's exptime (0: none; the slot keeps up to
+// 2^32-1, unix seconds until 2106) or a tombstone's time.
+type kdSlot struct {
+	hash    uint64
+	seg     uint32
+	off     uint32
+	lenKind uint32
+	exp     uint32
+}
+
+const kdTombstone = 1 << 31
+
+// kdEntry is what the keydir says of a key.
+type kdEntry struct {
+	loc       JournalLoc
+	exptime   int64 // item: its exptime; tombstone: the delete's time
+	tombstone bool
+}
+
+func (e kdEntry) slot(h uint64) kdSlot {
+	s := kdSlot{hash: h, seg: e.loc.Segment, off: uint32(e.loc.Off), lenKind: e.loc.Len, exp: clampU32(e.exptime)}
+	if e.tombstone {
+		s.lenKind |= kdTombstone
+	}
+	return s
+}
+
+func (s *kdSlot) entry() kdEntry {
+	return kdEntry{
+		loc:       JournalLoc{Segment: s.seg, Off: int64(s.off), Len: s.lenKind &^ kdTombstone},
+		exptime:   int64(s.exp),
+		tombstone: s.lenKind&kdTombstone != 0,
+	}
+}
+
+func clampU32(v int64) uint32 {
+	switch {
+	case v < 0:
+		return 0
+	case v > 1<<32-1:
+		return 1<<32 - 1
+	}
+	return uint32(v)
+}
+
+// fitsKeydir reports whether loc can be kept in a slot: an offset below
+// 4 GiB and a length below 2 GiB (a segment is at most maxSegmentSize and
+// a frame at most the largest item, so every frame fits).
+func fitsKeydir(loc JournalLoc) bool {
+	return loc.Off >= 0 && loc.Off < 1<<32 && loc.Len < kdTombstone
+}
+
+const kdSlotSize = int(unsafe.Sizeof(kdSlot{}))
+
+// newKeydir returns an empty keydir (every shard at its first size).
+func newKeydir() (*keydir, error) {
+	k := &keydir{seed: maphash.MakeSeed()}
+	for i := range k.shards {
+		if err := k.shards[i].alloc(kdMinSlots); err != nil {
+			k.free()
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+// free unmaps every shard; nothing may use k afterwards.
+func (k *keydir) free() {
+	if k == nil {
+		return
+	}
+	for i := range k.shards {
+		s := &k.shards[i]
+		if s.mem != nil {
+			_ = syscall.Munmap(s.mem)
+		}
+		s.mem, s.slots = nil, nil
+	}
+}
+
+// hash is key's hash, never 0.
+func (k *keydir) hash(key []byte) uint64 {
+	if h := maphash.Bytes(k.seed, key); h != 0 {
+		return h
+	}
+	return 1
+}
+
+func (k *keydir) shard(h uint64) *kdShard { return &k.shards[h>>(64-keydirShardBits)] }
+
+// get returns the entry of hash h.
+func (k *keydir) get(h uint64) (kdEntry, bool) {
+	s := k.shard(h)
+	s.mu.Lock()
+	i := s.find(h)
+	var e kdEntry
+	if i >= 0 {
+		e = s.slots[i].entry()
+	}
+	s.mu.Unlock()
+	return e, i >= 0
+}
+
+// put makes e the entry of hash h and returns the one it replaces. It
+// fails only when the shard must grow and the kernel refuses the mapping.
+func (k *keydir) put(h uint64, e kdEntry) (old kdEntry, had bool, err error) {
+	s := k.shard(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i := s.find(h); i >= 0 {
+		old = s.slots[i].entry()
+		s.slots[i] = e.slot(h)
+		return old, true, nil
+	}
+	if s.n >= s.growAt {
+		if err := s.grow(); err != nil {
+			return kdEntry{}, false, err
+		}
+	}
+	s.insert(e.slot(h))
+	return kdEntry{}, false, nil
+}
+
+// remove deletes the entry of hash h and returns it.
+func (k *keydir) remove(h uint64) (kdEntry, bool) {
+	s := k.shard(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := s.find(h)
+	if i < 0 {
+		return kdEntry{}, false
+	}
+	e := s.slots[i].entry()
+	s.remove(i)
+	return e, true
+}
+
+// removeAt deletes the entry of hash h if it still names the frame at
+// loc: the sweeper's removal of an entry it read before, which a write
+// may have replaced since.
+func (k *keydir) removeAt(h uint64, loc JournalLoc) bool {
+	s := k.shard(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := s.find(h)
+	if i < 0 || s.slots[i].entry().loc != loc {
+		return false
+	}
+	s.remove(i)
+	return true
+}
+
+// len counts the entries.
+func (k *keydir) len() int {
+	n := 0
+	for i := range k.shards {
+		s := &k.shards[i]
+		s.mu.Lock()
+		n += s.n
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// bytes is the RAM the table's mappings take.
+func (k *keydir) bytes() int64 {
+	var b int64
+	for i := range k.shards {
+		s := &k.shards[i]
+		s.mu.Lock()
+		b += int64(len(s.mem))
+		s.mu.Unlock()
+	}
+	return b
+}
+
+// sweepShard calls fn for each entry of shard i, under its lock, and
+// deletes those for which fn returns true. fn must not use k. An entry
+// may be seen twice when a deletion wraps the table's end (fn must give
+// the same answer); none is missed.
+func (k *keydir) sweepShard(i int, fn func(h uint64, e kdEntry) bool) (removed int) {
+	s := &k.shards[i]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for j := 0; j < len(s.slots); {
+		sl := &s.slots[j]
+		if sl.hash != 0 && fn(sl.hash, sl.entry()) {
+			s.remove(j) // the next entry may shift into j: look at j again
+			removed++
+			continue
+		}
+		j++
+	}
+	return removed
+}
+
+// alloc maps a zeroed table of n slots (a power of two) into s.
+func (s *kdShard) alloc(n int) error {
+	mem, err := syscall.Mmap(-1, 0, n*kdSlotSize, syscall.PROT_READ|syscall.PROT_WRITE,
+		syscall.MAP_ANON|syscall.MAP_PRIVATE|syscall.MAP_NORESERVE)
+	if err != nil {
+		return fmt.Errorf("lsm: keydir: mmap %d slots: %w", n, err)
+	}
+	if n*kdSlotSize >= 4<<20 {
+		// A random slot per access misses the TLB with 4 KiB pages (hints.go).
+		_ = syscall.Madvise(mem, syscall.MADV_HUGEPAGE)
+	}
+	s.mem = mem
+	s.slots = unsafe.Slice((*kdSlot)(unsafe.Pointer(unsafe.SliceData(mem))), n)
+	s.mask = uint64(n - 1)
+	s.n = 0
+	s.growAt = n / kdLoadDen * kdLoadNum
+	return nil
+}
+
+// grow rehashes s into a table twice the size and unmaps the old one.
+func (s *kdShard) grow() error {
+	old, oldMem := s.slots, s.mem
+	if err := s.alloc(2 * len(old)); err != nil { // s is unchanged
+		return err
+	}
+	for _, sl := range old {
+		if sl.hash != 0 {
+			s.insert(sl)
+		}
+	}
+	if err := syscall.Munmap(oldMem); err != nil {
+		return fmt.Errorf("lsm: keydir: munmap: %w", err)
+	}
+	return nil
+}
+
+// home is the slot a hash would take in an empty table; the low bits of
+// the hash (the shard is chosen by its high bits).
+func (s *kdShard) home(h uint64) uint64 { return h & s.mask }
+
+// dist is how far the entry at slot i lies from its home.
+func (s *kdShard) dist(i uint64) uint64 { return (i - s.home(s.slots[i].hash)) & s.mask }
+
+// find returns the slot of hash h, or -1. Robin Hood order lets it stop
+// at the first slot that is empty or nearer its home than the probe is
+// far from h's.
+func (s *kdShard) find(h uint64) int {
+	i, d := s.home(h), uint64(0)
+	for {
+		sl := &s.slots[i]
+		if sl.hash == 0 || s.dist(i) < d {
+			return -1
+		}
+		if sl.hash == h {
+			return int(i)
+		}
+		i = (i + 1) & s.mask
+		d++
+	}
+}
+
+// insert adds cur, whose hash is not in s; s has room.
+func (s *kdShard) insert(cur kdSlot) {
+	i, d := s.home(cur.hash), uint64(0)
+	for {
+		if s.slots[i].hash == 0 {
+			s.slots[i] = cur
+			s.n++
+			return
+		}
+		if sd := s.dist(i); sd < d { // Robin Hood: the nearer one moves on
+			s.slots[i], cur = cur, s.slots[i]
+			d = sd
+		}
+		i = (i + 1) & s.mask
+		d++
+	}
+}
+
+// remove deletes the entry at slot i, shifting the displaced entries
+// that follow it back by one (no tombstones).
+func (s *kdShard) remove(i int) {
+	u := uint64(i)
+	for {
+		j := (u + 1) & s.mask
+		if s.slots[j].hash == 0 || s.dist(j) == 0 {
+			s.slots[u] = kdSlot{}
+			break
+		}
+		s.slots[u] = s.slots[j]
+		u = j
+	}
+	s.n--
+}
