@@ -1,0 +1,150 @@
+package lsm
+
+import (
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// epochCount is what a keydir rebuild counted in one epoch: live items
+// and their stored bytes (key and record, as Location.Size).
+type epochCount struct{ items, bytes int64 }
+
+// keydirLoader replays position entries into a keydir, in position order:
+// an item or a tombstone becomes its key's entry, a delete removes it, and
+// an item that has expired by now removes the key's older entry without
+// taking its place. Entries of segments that are not live (their epoch
+// was dropped) are skipped. The loader keeps the per-epoch counts exact as
+// it goes, so that a rebuild also rebuilds the counters.
+//
+// The replay is partitioned: add sorts each entry into its shard's list
+// (in order), and finish replays the lists a shard at a time, so that the
+// inserts of one shard hit a table that fits in the CPU's cache instead
+// of a random place in all of them (1M entries: 470 ns an entry replayed
+// one by one, of which 40% the cache misses of find and insert).
+type keydirLoader struct {
+	k   *keydir
+	now int64
+	// epochOf returns the epoch of a live segment, ok false for a segment
+	// that is gone.
+	epochOf func(seg uint32) (epoch uint32, ok bool)
+	parts   [keydirShards][]kdOp
+	counts  map[uint32]epochCount
+
+	entries, skipped int // entries replayed, entries of dead segments
+}
+
+// kdOp is a replayed entry waiting in its shard's list: the slot it puts
+// (remove: a delete of slot.hash).
+type kdOp struct {
+	slot   kdSlot
+	remove bool
+}
+
+func newKeydirLoader(k *keydir, now int64, epochOf func(uint32) (uint32, bool)) *keydirLoader {
+	return &keydirLoader{k: k, now: now, epochOf: epochOf, counts: map[uint32]epochCount{}}
+}
+
+// add queues one entry.
+func (l *keydirLoader) add(e *posEntry) {
+	l.entries++
+	if _, ok := l.epochOf(e.loc.Segment); !ok {
+		l.skipped++
+		return
+	}
+	h := l.k.hash(e.key)
+	op := kdOp{slot: kdEntry{loc: e.loc, exptime: e.exptime, tombstone: e.kind == posTombstone}.slot(h)}
+	op.remove = e.kind == posDelete || (e.kind == posItem && e.exptime != 0 && e.exptime <= l.now)
+	p := &l.parts[h>>(64-keydirShardBits)]
+	*p = append(*p, op)
+}
+
+// finish replays the queued entries into the keydir and counts what it
+// holds.
+func (l *keydirLoader) finish() error {
+	for i := range l.parts {
+		s := &l.k.shards[i]
+		s.mu.Lock()
+		err := l.replay(s, l.parts[i])
+		s.mu.Unlock()
+		l.parts[i] = nil
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *keydirLoader) replay(s *kdShard, ops []kdOp) error {
+	for s.growAt < len(ops)/2 && s.growAt < len(ops) { // presize to about the keys, at most
+		if err := s.grow(); err != nil {
+			return err
+		}
+	}
+	for i := range ops {
+		op := &ops[i]
+		j := s.find(op.slot.hash)
+		var old kdEntry
+		had := j >= 0
+		if had {
+			old = s.slots[j].entry()
+		}
+		switch {
+		case op.remove:
+			if had {
+				s.remove(j)
+			}
+		case had:
+			s.slots[j] = op.slot
+		default:
+			if s.n >= s.growAt {
+				if err := s.grow(); err != nil {
+					return err
+				}
+			}
+			s.insert(op.slot)
+		}
+		if had && !old.tombstone {
+			if oe, ok := l.epochOf(old.loc.Segment); ok {
+				l.count(oe, -1, -int64(old.loc.Len-frameOverhead))
+			}
+		}
+		if e := op.slot.entry(); !op.remove && !e.tombstone {
+			if ne, ok := l.epochOf(e.loc.Segment); ok {
+				l.count(ne, 1, int64(e.loc.Len-frameOverhead))
+			}
+		}
+	}
+	return nil
+}
+
+func (l *keydirLoader) count(epoch uint32, items, bytes int64) {
+	c := l.counts[epoch]
+	c.items += items
+	c.bytes += bytes
+	l.counts[epoch] = c
+}
+
+// loadPositions replays every position entry r holds, in position order.
+func (l *keydirLoader) loadPositions(r pebble.Reader) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPos}, UpperBound: []byte{prefixPos + 1}})
+	if err != nil {
+		return fmt.Errorf("lsm: keydir: %w", err)
+	}
+	var e posEntry
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err == nil {
+			err = decodePos(it.Key(), v, &e)
+		}
+		if err != nil {
+			_ = it.Close()
+			return fmt.Errorf("lsm: keydir: position %x: %w", it.Key(), err)
+		}
+		l.add(&e)
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("lsm: keydir: %w", err)
+	}
+	return l.finish()
+}
