@@ -2,10 +2,11 @@ package lsm
 
 import (
 	"fmt"
-	"hash/maphash"
 	"sync"
 	"syscall"
 	"unsafe"
+
+	"github.com/dchest/siphash"
 )
 
 // keydir is the complete RAM index of the journal (docs/keydir.md): for
@@ -22,7 +23,10 @@ import (
 // key in the frame, so two keys with one hash can never return each
 // other's value; they share one entry, so writing one evicts the other
 // from the disk tier (for a million keys, a chance of about 3 in 10^8 that
-// any two collide).
+// any two collide). The hash is SipHash-2-4 under a random key of the
+// store, kept in its metadata: a checkpoint of the table (hashes and
+// all) stays valid across restarts, and clients that choose keys cannot
+// aim them at one slot's probe chain without knowing the key.
 //
 // The table is split in keydirShards shards by the hash's top bits, each
 // an open-addressing table with Robin Hood probing (as the engine's
@@ -30,7 +34,7 @@ import (
 // doubling: a shard holds 1/256 of the keys, so a growth copies little
 // while its shard's lock is held. The shard's mutex guards it.
 type keydir struct {
-	seed   maphash.Seed
+	k0, k1 uint64 // the SipHash key
 	shards [keydirShards]kdShard
 }
 
@@ -110,9 +114,10 @@ func fitsKeydir(loc JournalLoc) bool {
 
 const kdSlotSize = int(unsafe.Sizeof(kdSlot{}))
 
-// newKeydir returns an empty keydir (every shard at its first size).
-func newKeydir() (*keydir, error) {
-	k := &keydir{seed: maphash.MakeSeed()}
+// newKeydir returns an empty keydir (every shard at its first size) that
+// hashes keys under the SipHash key (k0, k1).
+func newKeydir(k0, k1 uint64) (*keydir, error) {
+	k := &keydir{k0: k0, k1: k1}
 	for i := range k.shards {
 		if err := k.shards[i].alloc(kdMinSlots); err != nil {
 			k.free()
@@ -138,7 +143,7 @@ func (k *keydir) free() {
 
 // hash is key's hash, never 0.
 func (k *keydir) hash(key []byte) uint64 {
-	if h := maphash.Bytes(k.seed, key); h != 0 {
+	if h := siphash.Hash(k.k0, k.k1, key); h != 0 {
 		return h
 	}
 	return 1

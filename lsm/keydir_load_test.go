@@ -79,7 +79,7 @@ func TestKeydirLoad(t *testing.T) {
 		}
 		ingestPositions(t, db, fs, "", int(s), es)
 	}
-	k, err := newKeydir()
+	k, err := newKeydir(testKeydirK0, testKeydirK1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func BenchmarkKeydirLoad(b *testing.B) {
 	}
 	start := time.Now()
 	for b.Loop() {
-		k, err := newKeydir()
+		k, err := newKeydir(testKeydirK0, testKeydirK1)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -7,6 +7,9 @@ import (
 	"testing"
 )
 
+// The SipHash key of the tests' keydirs.
+const testKeydirK0, testKeydirK1 = 0x0706050403020100, 0x0f0e0d0c0b0a0908
+
 // kdCheck compares k with the model: every entry is found, nothing else
 // is, and the counts agree.
 func kdCheck(t *testing.T, k *keydir, model map[uint64]kdEntry, absent []uint64) {
@@ -57,7 +60,7 @@ func kdRandEntry(rng *rand.Rand) kdEntry {
 }
 
 func TestKeydirModel(t *testing.T) {
-	k, err := newKeydir()
+	k, err := newKeydir(testKeydirK0, testKeydirK1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +110,7 @@ func TestKeydirModel(t *testing.T) {
 }
 
 func TestKeydirSweep(t *testing.T) {
-	k, err := newKeydir()
+	k, err := newKeydir(testKeydirK0, testKeydirK1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +177,7 @@ func TestKeydirEntryEncoding(t *testing.T) {
 }
 
 func TestKeydirConcurrent(t *testing.T) {
-	k, err := newKeydir()
+	k, err := newKeydir(testKeydirK0, testKeydirK1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +233,7 @@ func BenchmarkKeydir(b *testing.B) {
 	}
 	e := kdEntry{loc: JournalLoc{Segment: 3, Off: 4096, Len: 1100}}
 	b.Run("keydir-put", func(b *testing.B) {
-		k, err := newKeydir()
+		k, err := newKeydir(testKeydirK0, testKeydirK1)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -244,7 +247,7 @@ func BenchmarkKeydir(b *testing.B) {
 		}
 	})
 	b.Run("keydir-get", func(b *testing.B) {
-		k, err := newKeydir()
+		k, err := newKeydir(testKeydirK0, testKeydirK1)
 		if err != nil {
 			b.Fatal(err)
 		}
