@@ -37,29 +37,26 @@ type Batch struct {
 	pb     *pebble.Batch
 	scr    []byte // key scratch for Commit
 	deltas []epochDelta
-	// pact is what Commit does to the pending index once Pebble has the
-	// batch, in op order; lbuf holds the encoded log entries it adds.
+	// pact is what Commit adds to the pending index once Pebble has the
+	// batch, in op order; lbuf holds the encoded entries.
 	pact []pendAction
 	lbuf []byte
-	view []segEntry // scratch of pendViewLocked
 }
 
-// pendAction is one change of the pending index by a commit.
+// pendAction is an entry a commit adds to the pending table of segment
+// seg: a journal frame's position entry, or its log entry.
 type pendAction struct {
-	kind  pendActionKind
-	key   span // in buf (put, remove)
-	seg   uint32
-	entry pendingEntry // put
-	seq   uint64       // log
-	log   span         // log: in lbuf
+	kind pendActionKind
+	seg  uint32
+	seq  uint64 // log
+	enc  span   // in lbuf
 }
 
 type pendActionKind uint8
 
 const (
-	actPut    pendActionKind = iota // the key's entry in table seg is entry
-	actRemove                       // Pebble now holds the key's state: it leaves the pending index
-	actLog                          // table seg keeps the log entry of seq
+	actPos pendActionKind = iota // the position entry enc (s key, then value)
+	actLog                       // the log entry enc of seq
 )
 
 type batchOp struct {
@@ -108,6 +105,9 @@ func (b *Batch) addKey(key []byte) span {
 }
 
 func (b *Batch) resolve(key []byte, prev Location) Location {
+	if b.db.kd != nil {
+		return prev // Commit asks the keydir
+	}
 	if prev.Known && (!prev.Present || b.db.epochLive(prev.Epoch)) {
 		return prev
 	}
@@ -140,8 +140,10 @@ func (b *Batch) Put(key []byte, rec *Record, prev Location) {
 func (b *Batch) Delete(key []byte, ver Version, prev Location) {
 	prev = b.resolve(key, prev)
 	o := batchOp{op: LogDelete, key: b.addKey(key), version: ver, prev: prev}
-	if b.db.opts.Replicated {
-		o.tomb, o.epoch = true, b.db.curEpoch()
+	if b.db.opts.Replicated || b.db.kd != nil {
+		// A tombstone record: the record kept (Replicated), or the
+		// delete's journal frame.
+		o.tomb, o.epoch = b.db.opts.Replicated, b.db.curEpoch()
 		o.exptime = b.db.opts.Clock.Now().Unix()
 		start := len(b.buf)
 		b.buf = appendBareRecord(b.buf, KindTombstone, 0, o.exptime, 0, ver)
@@ -266,7 +268,7 @@ func (db *DB) Commit(b *Batch) error {
 	for i := range b.ops {
 		o := &b.ops[i]
 		key := o.key.of(b.buf)
-		if o.op != LogFlush {
+		if o.op != LogFlush && db.kd == nil {
 			o.prev = db.recheckLocked(key, o.prev)
 		}
 		if o.op == LogFlush {
@@ -280,7 +282,11 @@ func (db *DB) Commit(b *Batch) error {
 			if o.remote {
 				fseq = 0
 			}
-			if err := db.writeRecordLocked(pb, b, o, key, fseq); err != nil {
+			write := db.writeRecordLocked
+			if db.kd != nil {
+				write = db.writeJournalLocked
+			}
+			if err := write(pb, b, o, key, fseq); err != nil {
 				if appended {
 					// A frame of this batch is in the journal with a seq
 					// the next commit would reuse: re-indexing could
@@ -304,11 +310,11 @@ func (db *DB) Commit(b *Batch) error {
 			entry.Key = nil
 		}
 		if o.loc.Segment != 0 {
-			// A journaled record's log entry waits with its reference in
-			// the pending index (the frame holds the seq too).
+			// A journal frame's log entry waits with its position entry
+			// in the pending index (the frame holds the seq too).
 			start := len(b.lbuf)
 			b.lbuf = appendLogEntry(b.lbuf, &entry)
-			b.pact = append(b.pact, pendAction{kind: actLog, seg: o.loc.Segment, seq: seq, log: span{start, len(b.lbuf) - start}})
+			b.pact = append(b.pact, pendAction{kind: actLog, seg: o.loc.Segment, seq: seq, enc: span{start, len(b.lbuf) - start}})
 			db.mu.logBytes += int64(9 + len(b.lbuf) - start)
 			continue
 		}
@@ -428,26 +434,13 @@ func (db *DB) updateHintsLocked(b *Batch) {
 
 // writeRecordLocked adds to pb the Pebble mutations of o, a record (item
 // or tombstone) or a plain delete, over its prev, and the counter deltas
-// to b. An item record of at least JournalMin bytes (cache mode) is
-// appended to the journal as the frame of seq instead, and its index
-// entries go to the pending index (pending.go) once b is committed: such a
-// write adds nothing to pb. Any other write of a key supersedes what the
-// pending index holds of it. Requires mu.
-func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []byte, seq uint64) error {
+// to b: the data path of a store that keeps its records in Pebble
+// (persistent mode, durability sync; a journal store uses
+// writeJournalLocked). Requires mu.
+func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []byte, _ uint64) error {
 	var scr [4]byte
 	p := o.prev
 	o.loc = JournalLoc{}
-	journaled := db.journaled(o)
-	wasPending := false
-	if !journaled {
-		var err error
-		if wasPending, err = db.supersedeLocked(b, pb, key); err != nil {
-			return err
-		}
-		if wasPending { // else no table the removal touches holds key
-			b.pact = append(b.pact, pendAction{kind: actRemove, key: o.key})
-		}
-	}
 	if o.op == LogDelete && !o.tomb {
 		if p.Present {
 			db.unindexPrevLocked(pb, b, p, key, nil, 0)
@@ -463,25 +456,6 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 		e = db.mu.epochs.cur // the epoch died since Put: write to the current one
 	}
 	o.at = e
-	if journaled {
-		loc, err := db.appendJournalLocked(seq, key, o.rec.of(b.buf))
-		if err != nil {
-			return err
-		}
-		o.loc = loc
-		// The base is what Pebble will hold of the key when this
-		// segment's sstable is ingested: its current record (an entry of
-		// an older table, ingested first, or Pebble's), unless the table
-		// already has an entry of the key, whose base it keeps (put).
-		size := uint32(len(key) + o.rec.n)
-		b.pact = append(b.pact, pendAction{kind: actPut, key: o.key, seg: loc.Segment,
-			entry: pendingEntry{loc: loc, exptime: o.exptime, ver: o.version, epoch: e, size: size, base: baseOf(p)}})
-		if p.Present && !p.Tombstone {
-			b.deltas = append(b.deltas, epochDelta{p.Epoch, -1, -int64(p.Size)})
-		}
-		b.deltas = append(b.deltas, epochDelta{e, 1, int64(size)})
-		return nil
-	}
 	if p.Present {
 		if p.Epoch != e {
 			b.scr = appendDataKey(b.scr[:0], p.Epoch, key)
@@ -494,9 +468,8 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 	// The k entry names the epoch only: an overwrite within the epoch of
 	// the record it replaces leaves it as it is (one memtable insert, WAL
 	// and compaction entry fewer for the common overwrite of a hot key).
-	// prev has been rechecked under mu, so its k entry is there, unless
-	// prev was pending (its k entry is not in Pebble yet).
-	if !p.Present || p.Epoch != e || p.pending || wasPending {
+	// prev has been rechecked under mu, so its k entry is there.
+	if !p.Present || p.Epoch != e {
 		b.scr = appendIndexKey(b.scr[:0], key)
 		_ = pb.Set(b.scr, binary.BigEndian.AppendUint32(scr[:0], e), nil)
 	}
@@ -515,21 +488,11 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 	return nil
 }
 
-// journaled reports whether o's record goes to the journal: a local item
-// record of at least JournalMin bytes, in cache mode, unless durability is
-// sync. A record from a peer stays in Pebble, in the same WAL batch as the
-// applied offset that SetApplied stores with it: a frame still in the
-// journal's buffer when the process dies would be lost while the offset
-// survived, and the node would resume pulling past a record it never kept.
-func (db *DB) journaled(o *batchOp) bool {
-	return db.useJournal && !o.tomb && !o.remote && o.rec.n >= db.opts.JournalMin
-}
-
 // appendJournalLocked appends the frame of (seq, key, rec) to the journal.
 // The open segment always has the current epoch (a segment only holds
-// records of epochs at or below its own: it is removed when its epoch is
-// dropped), at most maxSegmentSize bytes and a pending index within
-// Options.MemTableSize. Requires mu.
+// records of its epoch: it is removed when its epoch is dropped), at most
+// maxSegmentSize bytes and a pending table within Options.MemTableSize.
+// Requires mu.
 func (db *DB) appendJournalLocked(seq uint64, key, rec []byte) (JournalLoc, error) {
 	if db.j.Epoch() < db.mu.epochs.cur || db.j.OpenSize() >= maxSegmentSize || db.pend.open.mem >= db.opts.MemTableSize {
 		if err := db.rollLocked(); err != nil {

@@ -91,6 +91,7 @@ type DB struct {
 		indexCursor []byte // next k key of the index pass
 		expCursor   []byte // next x key of the dead-epoch x pass
 		flushCursor []byte // next d key of the record-by-record flush (Replicated)
+		flushShard  int    // a journal store's: next keydir shard, +1 (0: not begun)
 		flushOf     Version
 	}
 
@@ -109,19 +110,18 @@ type DB struct {
 
 	keyBufs   sync.Pool // *[]byte scratch for keys on the read path
 	frameBufs sync.Pool // *[]byte scratch for journal frames on the read path
-	hints     *hints    // location hints (nil: Options.LocationHints 0)
+	hints     *hints    // location hints of records in Pebble (nil: Options.LocationHints 0, or a journal store)
 
-	// pend is the pending index of journal records (pending.go); the
-	// sealer ingests its sealed tables (seal.go), kicked by sealKick.
+	// kd is the keydir (keydir.go): where every key's current record is
+	// in the journal. Nil when records are kept in Pebble (useJournal
+	// false).
+	kd *keydir
+	// pend holds the position and log entries of journal frames until
+	// their segment's sstables are ingested (pending.go); the sealer
+	// ingests the sealed tables (seal.go), kicked by sealKick.
 	pend     pendIndex
 	sealKick chan struct{}
 	sstOpts  sstable.WriterOptions
-	// iw lays out the tables the sealer, Open's re-index and Close
-	// ingest, one at a time (ingestTable).
-	iw struct {
-		sync.Mutex
-		w indexWriter
-	}
 
 	bg struct {
 		stop chan struct{}
@@ -143,7 +143,8 @@ func Open(opts Options) (*DB, error) {
 		return nil, err
 	}
 	fs := opts.FS
-	if err := checkFormat(fs, opts.Dir); err != nil {
+	useJournal := opts.Mode == ModeCache && opts.JournalMin >= 0 && opts.Durability != DurabilitySync
+	if err := checkFormat(fs, opts.Dir, useJournal); err != nil {
 		return nil, err
 	}
 	if err := fs.MkdirAll(opts.Dir, 0o755); err != nil {
@@ -158,7 +159,7 @@ func Open(opts Options) (*DB, error) {
 	if opts.Durability == DurabilitySync {
 		db.wo = pebble.Sync
 	}
-	db.useJournal = opts.Mode == ModeCache && opts.JournalMin >= 0 && opts.Durability != DurabilitySync
+	db.useJournal = useJournal
 	db.keyBufs.New = func() any { b := make([]byte, 0, 256); return &b }
 	db.frameBufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	db.cache = pebble.NewCache(opts.BlockCacheSize)
@@ -183,10 +184,11 @@ func Open(opts Options) (*DB, error) {
 	// No location hints while load re-indexes the journal: its reads
 	// would leave hints to the records it supersedes.
 	err = db.load()
-	if err == nil {
+	if err == nil && !db.useJournal {
 		db.hints, err = newHints(opts.LocationHints)
 	}
 	if err != nil {
+		db.kd.free()
 		if db.j != nil {
 			_ = db.j.Close()
 		}
@@ -223,12 +225,14 @@ func openError(dir string, err error) error {
 }
 
 // checkFormat refuses a directory that holds something other than a store
-// of this format, before anything is written: it opens an existing store
-// read-only and reads its format marker. A refused directory is not
-// modified: one without Pebble's markers (CURRENT or marker.manifest.*) is
-// refused from its listing alone, and the read-only open goes through
-// checkFS, which does not create the LOCK file Pebble's open would.
-func checkFormat(fs vfs.FS, dir string) error {
+// of this format, or one written by the other data path than the one
+// useJournal asks for, before anything is written: it opens an existing
+// store read-only and reads its format marker and data path. A refused
+// directory is not modified: one without Pebble's markers (CURRENT or
+// marker.manifest.*) is refused from its listing alone, and the read-only
+// open goes through checkFS, which does not create the LOCK file Pebble's
+// open would.
+func checkFormat(fs vfs.FS, dir string, useJournal bool) error {
 	names, err := fs.List(dir)
 	if err != nil || len(names) == 0 {
 		return nil // absent or empty: a new store
@@ -258,8 +262,26 @@ func checkFormat(fs vfs.FS, dir string) error {
 	if derr != nil {
 		return fmt.Errorf("%w: %s: %v (expected %s/%d)", ErrIncompatible, dir, derr, formatMagic, formatVersion)
 	}
-	if found != formatVersion && found != formatVersionJournal && found != formatVersionPebbleOnly {
+	if found < formatVersionPebbleOnly || found > formatVersion {
 		return fmt.Errorf("%w: %s has format %s/%d, expected %s/%d", ErrIncompatible, dir, formatMagic, found, formatMagic, formatVersion)
+	}
+	want := dataPathPebble
+	if useJournal {
+		want = dataPathJournal
+	}
+	if found < formatVersion && useJournal {
+		return fmt.Errorf("%w: %s has format %s/%d, whose records this version keeps in Pebble: open it with durability sync or mode persistent (converting it to a journal store is not built yet: docs/keydir.md)",
+			ErrIncompatible, dir, formatMagic, found)
+	}
+	if v, closer, err := ro.Get(metaDataPath); err == nil {
+		path := string(v)
+		closer.Close()
+		if path != want {
+			return fmt.Errorf("%w: %s keeps its records in the %s, and this configuration (mode, durability) would keep them in the %s: open it as it was written (moving a store between the two is not built yet: docs/keydir.md)",
+				ErrIncompatible, dir, path, want)
+		}
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return fmt.Errorf("lsm: read data path: %w", err)
 	}
 	return nil
 }
@@ -313,13 +335,23 @@ func (db *DB) load() error {
 	} else if v == nil {
 		fresh = true
 		_ = b.Set(metaFormat, encodeFormat(formatVersion), nil)
-	} else if f, _ := decodeFormat(v); f == formatVersionPebbleOnly || f == formatVersionJournal {
-		// Every record of a version 1 store, and every reference of a
-		// version 2 one, is in Pebble, which version 3 reads as it is;
-		// the marker moves on before anything is written, so that an
-		// older tcache refuses the store from now on.
+	} else if f, _ := decodeFormat(v); f < formatVersion {
+		// Every record of a version 1 to 3 store is in Pebble, or
+		// referenced from d, which the Pebble path reads as it is
+		// (checkFormat refused it to the journal path); the marker moves
+		// on before anything is written, so that an older tcache refuses
+		// the store from now on.
 		_ = b.Set(metaFormat, encodeFormat(formatVersion), nil)
 		db.log.Info("disk store format upgraded", "from", f, "to", formatVersion)
+	}
+	if v, err := db.getMeta(metaDataPath); err != nil {
+		return err
+	} else if v == nil { // checkFormat compared an existing one
+		path := dataPathPebble
+		if db.useJournal {
+			path = dataPathJournal
+		}
+		_ = b.Set(metaDataPath, []byte(path), nil)
 	}
 	var clean bool
 	closed := -1 // absent: a store from before histories (treated as clean)
@@ -389,8 +421,10 @@ func (db *DB) load() error {
 		return err
 	}
 	db.publishEpochs()
-	if err := db.reindex(b); err != nil {
-		return err
+	if db.useJournal {
+		if err := db.loadKeydir(b, !clean && !fresh); err != nil {
+			return err
+		}
 	}
 	db.pend.open = newSegIndex(j.Segment())
 	db.lastSeq.Store(db.mu.seq)
@@ -404,8 +438,8 @@ func (db *DB) load() error {
 		db.mu.logBytes = int64(n)
 	}
 	db.mu.indexDirty = true // finish any index pass a previous run left
-	if !clean && !fresh {
-		db.recounting.Store(true)
+	if !clean && !fresh && !db.useJournal {
+		db.recounting.Store(true) // loadKeydir counted a journal store's items
 	}
 	_ = b.Set(metaClean, []byte{0}, nil)
 	wo := db.wo
@@ -636,6 +670,13 @@ func (db *DB) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	if db.kd != nil && db.failed() == nil && jerr == nil {
+		// Not an error to report: without it the next open replays the
+		// position entries (slower, as after a crash).
+		if err := writeCheckpoint(db.opts.FS, db.checkpointPath(), db.kd, ckptPos{Seg: seg, Off: end}); err != nil {
+			db.log.Warn("keydir checkpoint not written", "err", err)
+		}
+	}
 	if db.failed() == nil && jerr == nil {
 		db.mu.Lock()
 		b := db.pdb.NewBatch()
@@ -669,6 +710,7 @@ func (db *DB) Close() error {
 	db.cache.Unref()
 	db.codec.close()
 	db.hints.free()
+	db.kd.free()
 	if len(errs) > 0 {
 		return fmt.Errorf("lsm: close: %w", errors.Join(errs...))
 	}
@@ -750,8 +792,11 @@ func (db *DB) Stats() Stats {
 	if n := len(db.hists); n > 0 {
 		s.History = db.hists[n-1].ID
 	}
-	keys, _, mem := db.pend.stats()
-	s.IndexPending, s.IndexPendingBytes = uint64(keys), uint64(max(mem, 0))
+	pos, _, mem := db.pend.stats()
+	s.IndexPending, s.IndexPendingBytes = uint64(pos), uint64(max(mem, 0))
+	if db.kd != nil {
+		s.KeydirKeys, s.KeydirBytes = uint64(db.kd.len()), uint64(db.kd.bytes())
+	}
 	if db.recounting.Load() {
 		s.Recounting = 1
 	}

@@ -389,33 +389,63 @@ func TestLocked(t *testing.T) {
 	}
 }
 
-// A record with a bad checksum is a counted miss, never served.
+// A record with a bad checksum is a counted miss, never served, in
+// Pebble (a store that keeps its records there) and in the journal.
 func TestCorruptRecord(t *testing.T) {
-	db := mustOpen(t, testOptions(vfs.NewMem(), clock.NewFake(testStart)))
-	defer db.Close()
-	w := put(t, db, "a", "value", 0, 1)
-	raw, closer, err := db.pdb.Get(appendDataKey(nil, w.Epoch, []byte("a")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad := append([]byte(nil), raw...)
-	closer.Close()
-	bad[recordHeaderLen] ^= 1
-	_ = db.pdb.Set(appendDataKey(nil, w.Epoch, []byte("a")), bad, nil)
-	r, err := db.Get(nil, []byte("a"))
-	if !errors.Is(err, ErrCorrupt) || r.Found || !r.Where.Present {
-		t.Fatalf("get corrupt: %+v %v", r, err)
-	}
-	if db.Stats().BadCRC != 1 {
-		t.Fatal("BadCRC not counted")
-	}
-	// Overwriting with the Where removes it and keeps the counts.
-	b := db.NewBatch()
-	rec := Record{Value: []byte("new")}
-	b.Put([]byte("a"), &rec, r.Where)
-	mustCommit(t, db, b)
-	if v, ok := get(t, db, "a"); !ok || v != "new" || db.Stats().Items != 1 {
-		t.Fatalf("after overwrite: %q %v %+v", v, ok, db.Stats())
+	for _, journal := range []bool{false, true} {
+		t.Run(fmt.Sprintf("journal=%v", journal), func(t *testing.T) {
+			fs := vfs.NewMem()
+			o := testOptions(fs, clock.NewFake(testStart))
+			if !journal {
+				o.JournalMin = -1
+			}
+			db := mustOpen(t, o)
+			defer db.Close()
+			w := put(t, db, "a", "value", 0, 1)
+			if journal {
+				syncNow(db)
+				e, _ := db.kd.get(db.kd.hash([]byte("a")))
+				f, err := fs.OpenReadWrite(fs.PathJoin(o.Dir, journalDirName, segmentName(e.loc.Segment)), vfs.WriteCategoryUnspecified)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The last byte of the record, before the frame's CRC.
+				at := e.loc.Off + int64(e.loc.Len) - 5
+				b := []byte{0}
+				if _, err := f.ReadAt(b, at); err != nil {
+					t.Fatal(err)
+				}
+				b[0] ^= 1
+				if _, err := f.WriteAt(b, at); err != nil {
+					t.Fatal(err)
+				}
+				_ = f.Close()
+			} else {
+				raw, closer, err := db.pdb.Get(appendDataKey(nil, w.Epoch, []byte("a")))
+				if err != nil {
+					t.Fatal(err)
+				}
+				bad := append([]byte(nil), raw...)
+				closer.Close()
+				bad[recordHeaderLen] ^= 1
+				_ = db.pdb.Set(appendDataKey(nil, w.Epoch, []byte("a")), bad, nil)
+			}
+			r, err := db.Get(nil, []byte("a"))
+			if !errors.Is(err, ErrCorrupt) || r.Found || !r.Where.Present {
+				t.Fatalf("get corrupt: %+v %v", r, err)
+			}
+			if db.Stats().BadCRC != 1 {
+				t.Fatal("BadCRC not counted")
+			}
+			// Overwriting with the Where removes it and keeps the counts.
+			b := db.NewBatch()
+			rec := Record{Value: []byte("new")}
+			b.Put([]byte("a"), &rec, r.Where)
+			mustCommit(t, db, b)
+			if v, ok := get(t, db, "a"); !ok || v != "new" || db.Stats().Items != 1 {
+				t.Fatalf("after overwrite: %q %v %+v", v, ok, db.Stats())
+			}
+		})
 	}
 }
 

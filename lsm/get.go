@@ -89,6 +89,9 @@ const (
 // exptime, size) is the answer, without reading Pebble. bp and fb are
 // scratch.
 func (db *DB) find(bp, fb *[]byte, key []byte, mode findMode) (where Location, v []byte, closer io.Closer, err error) {
+	if db.kd != nil {
+		return db.findJournal(bp, fb, key, mode)
+	}
 	resolve := mode == findRecord
 	gen := db.sweepGen.Load()
 	var seen uint64
@@ -106,23 +109,6 @@ func (db *DB) find(bp, fb *[]byte, key []byte, mode findMode) (where Location, v
 				return where, fr.Record, nopCloser{}, nil
 			}
 		}
-	}
-	if pe, ok := db.pend.get(key); ok {
-		if !db.epochLive(pe.epoch) {
-			return Location{Known: true, gen: gen}, nil, nil, nil // dropped meanwhile
-		}
-		where = pe.location(gen)
-		if db.hints != nil {
-			db.hints.install(key, hint{epoch: pe.epoch, loc: pe.loc, exptime: pe.exptime}, seen)
-		}
-		if mode == findHeader {
-			return where, nil, nil, nil // the entry has all of where
-		}
-		if !resolve {
-			*bp = appendRef((*bp)[:0], pe.exptime, pe.ver, pe.loc)
-			return where, *bp, nopCloser{}, nil
-		}
-		return db.resolveFrame(fb, key, where, pe.ver, pe.loc)
 	}
 	if hinted && mode == findHeader && hn.exptimeKnown && hn.loc.Segment != 0 {
 		ok, buf, err := db.j.HasKey(*bp, hn.loc, key)

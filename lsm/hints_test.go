@@ -12,11 +12,13 @@ import (
 	"github.com/tcache/tcache/internal/clock"
 )
 
-// hintDB opens a cache-mode store whose epoch advances every 32 KiB, with a
-// hint table of hintBytes.
+// hintDB opens a cache-mode store that keeps its records in Pebble (hints
+// are that path's: a journal store has the keydir) and whose epoch
+// advances every 32 KiB, with a hint table of hintBytes.
 func hintDB(t *testing.T, hintBytes int64) *DB {
 	t.Helper()
 	o := testOptions(vfs.NewMem(), clock.NewFake(testStart))
+	o.JournalMin = -1
 	o.DiskLimit = minDiskLimit
 	o.LocationHints = hintBytes
 	db := mustOpen(t, o)
@@ -323,135 +325,9 @@ func TestHintSlotEncoding(t *testing.T) {
 	}
 }
 
-// A hint naming another key's frame (two keys with the same tag in one
-// bucket) is detected by the frame's key: the read falls back to the index.
-func TestHintOtherKeysFrame(t *testing.T) {
-	db := hintDB(t, 1<<16)
-	rng := rand.New(rand.NewPCG(1, 2))
-	big := map[byte]string{}
-	for _, c := range []byte("ab") {
-		v := make([]byte, 1000) // random: it stays above JournalMin compressed
-		for i := range v {
-			v[i] = byte(rng.Uint32())
-		}
-		big[c] = string(v)
-	}
-	hintPut(t, db, "a", big['a'])
-	hintPut(t, db, "b", big['b'])
-	ha, ok, _ := db.hints.get([]byte("a"))
-	if !ok || ha.loc.Segment == 0 {
-		t.Fatalf("a's hint %+v %v: want a journal location", ha, ok)
-	}
-	db.hints.set([]byte("b"), ha)
-	if v, ok := hintGet(t, db, "b"); !ok || v != big['b'] {
-		t.Fatalf("b read through a's frame: found %v, %d bytes", ok, len(v))
-	}
-}
-
 func (h *hints) bucketsOrNil() []hintBucket {
 	if h == nil {
 		return nil
 	}
 	return h.buckets
-}
-
-// A read that looked before a delete of a key without a hint must not
-// install the hint it found afterwards: the frame stays in its segment
-// and a read through the hint would serve the deleted value.
-func TestHintInstallAfterDelete(t *testing.T) {
-	db := hintDB(t, 1<<16)
-	v := make([]byte, 1000)
-	rng := rand.New(rand.NewPCG(3, 4))
-	for i := range v {
-		v[i] = byte(rng.Uint32()) // random: it goes to the journal
-	}
-	hintPut(t, db, "k", string(v))
-	found, ok, _ := db.hints.get([]byte("k"))
-	if !ok || found.loc.Segment == 0 {
-		t.Fatalf("k's hint %+v %v: want a journal location", found, ok)
-	}
-	db.hints.clear([]byte("k"))
-	_, _, seen := db.hints.get([]byte("k")) // a reader looks: no hint, reads on
-	b := db.NewBatch()
-	b.Delete([]byte("k"), Version{HLC: hintVer.Add(1), Node: 1}, Location{})
-	mustCommit(t, db, b)
-	db.hints.install([]byte("k"), found, seen) // and installs what it read
-	if _, ok := hintGet(t, db, "k"); ok {
-		t.Fatal("a deleted key was served through a hint installed after the delete")
-	}
-}
-
-// A write that replaces a journaled item learns the item's Location from
-// its hint and the frame's key (find's findHeader), without Pebble: it
-// must be the Location Pebble's path gives, while the record is pending
-// and after its table was ingested, with and without an exptime; and a
-// hint whose frame is another key's is not believed.
-func TestHintLookupMatchesIndex(t *testing.T) {
-	db := hintDB(t, 1<<16)
-	rng := rand.New(rand.NewPCG(5, 6))
-	value := func() []byte {
-		v := make([]byte, 1000) // random: it goes to the journal
-		for i := range v {
-			v[i] = byte(rng.Uint32())
-		}
-		return v
-	}
-	put := func(key string, exptime int64) {
-		b := db.NewBatch()
-		rec := Record{Value: value(), Exptime: exptime, Version: Version{HLC: hintVer.Add(1), Node: 1}}
-		b.Put([]byte(key), &rec, Location{})
-		mustCommit(t, db, b)
-	}
-	// viaIndex is the lookup with the hint gone (pending index or Pebble).
-	viaIndex := func(key string) Location {
-		hn, ok, _ := db.hints.get([]byte(key))
-		db.hints.clear([]byte(key))
-		where, err := db.lookup([]byte(key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok {
-			db.hints.set([]byte(key), hn)
-		}
-		return where
-	}
-	// check compares the two; a pending record is found in the pending
-	// index before any hint is looked at, an ingested one through the hint.
-	check := func(stage, key string) {
-		t.Helper()
-		hits := db.Stats().HintHits
-		got, err := db.lookup([]byte(key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if stage == "ingested" && db.Stats().HintHits != hits+1 {
-			t.Fatalf("%s: %s: the lookup did not use the hint", stage, key)
-		}
-		want := viaIndex(key)
-		got.pending, want.pending = false, false // the hint does not say; Commit rechecks
-		if got != want || !got.Present {
-			t.Fatalf("%s: %s: through the hint %+v, through the index %+v", stage, key, got, want)
-		}
-	}
-	put("plain", 0)
-	put("expiring", testStart.Unix()+3600)
-	check("pending", "plain")
-	check("pending", "expiring")
-	settleIndex(t, db)
-	check("ingested", "plain")
-	check("ingested", "expiring")
-
-	// The hint of "plain" pointed at "expiring"'s frame: the frame's key
-	// does not match, the lookup goes to the index and finds "plain".
-	he, _, _ := db.hints.get([]byte("expiring"))
-	want := viaIndex("plain")
-	db.hints.set([]byte("plain"), he)
-	got, err := db.lookup([]byte("plain"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got.pending, want.pending = false, false
-	if got != want {
-		t.Fatalf("through another key's frame: %+v, want %+v", got, want)
-	}
 }

@@ -682,6 +682,18 @@ func (j *journal) RemoveBelow(epoch uint32) (int, error) {
 	return n, nil
 }
 
+// SegmentEpoch returns the epoch of segment id, ok false when it is not
+// on disk (removed with its epoch, or never written).
+func (j *journal) SegmentEpoch(id uint32) (epoch uint32, ok bool) {
+	j.mu.RLock()
+	s := j.segs[id]
+	j.mu.RUnlock()
+	if s == nil {
+		return 0, false
+	}
+	return s.epoch, true
+}
+
 // Segments lists the segments on disk, in order.
 func (j *journal) Segments() []SegmentInfo {
 	j.mu.RLock()

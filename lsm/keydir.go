@@ -3,6 +3,7 @@ package lsm
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -35,6 +36,9 @@ import (
 // while its shard's lock is held. The shard's mutex guards it.
 type keydir struct {
 	k0, k1 uint64 // the SipHash key
+	// drops counts the times segments were removed (their entries are
+	// dead: misses to reads, removed by the sweeper's next walk).
+	drops  atomic.Uint64
 	shards [keydirShards]kdShard
 }
 
@@ -55,7 +59,13 @@ type kdShard struct {
 	mask   uint64
 	n      int // entries
 	growAt int
-	_      [64]byte
+	// minExp is at or below the earliest exptime of the shard's items (0:
+	// none expires), minTomb the same for its tombstones' times: the
+	// sweeper skips a shard with nothing due.
+	minExp, minTomb uint32
+	// drops is the keydir's drops when the sweeper last walked the shard.
+	drops uint64
+	_     [64]byte
 }
 
 // kdSlot is one entry. hash 0 marks an empty slot (a key whose hash is 0
@@ -118,6 +128,7 @@ const kdSlotSize = int(unsafe.Sizeof(kdSlot{}))
 // hashes keys under the SipHash key (k0, k1).
 func newKeydir(k0, k1 uint64) (*keydir, error) {
 	k := &keydir{k0: k0, k1: k1}
+	k.drops.Store(1) // every shard is walked once (sweepDue)
 	for i := range k.shards {
 		if err := k.shards[i].alloc(kdMinSlots); err != nil {
 			k.free()
@@ -170,9 +181,11 @@ func (k *keydir) put(h uint64, e kdEntry) (old kdEntry, had bool, err error) {
 	s := k.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	sl := e.slot(h)
+	s.due(&sl)
 	if i := s.find(h); i >= 0 {
 		old = s.slots[i].entry()
-		s.slots[i] = e.slot(h)
+		s.slots[i] = sl
 		return old, true, nil
 	}
 	if s.n >= s.growAt {
@@ -180,8 +193,19 @@ func (k *keydir) put(h uint64, e kdEntry) (old kdEntry, had bool, err error) {
 			return kdEntry{}, false, err
 		}
 	}
-	s.insert(e.slot(h))
+	s.insert(sl)
 	return kdEntry{}, false, nil
+}
+
+// due lowers the shard's minExp or minTomb to sl's time.
+func (s *kdShard) due(sl *kdSlot) {
+	m := &s.minExp
+	if sl.lenKind&kdTombstone != 0 {
+		m = &s.minTomb
+	}
+	if sl.exp != 0 && (*m == 0 || sl.exp < *m) {
+		*m = sl.exp
+	}
 }
 
 // remove deletes the entry of hash h and returns it.
@@ -225,6 +249,51 @@ func (k *keydir) len() int {
 	return n
 }
 
+// kdVictim is an entry a walk outside the shard's lock may remove
+// (removeAt, if it is still there).
+type kdVictim struct {
+	h uint64
+	e kdEntry
+}
+
+// shardEntries appends shard i's entries to dst.
+func (k *keydir) shardEntries(i int, dst []kdVictim) []kdVictim {
+	s := &k.shards[i]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for j := range s.slots {
+		if sl := &s.slots[j]; sl.hash != 0 {
+			dst = append(dst, kdVictim{sl.hash, sl.entry()})
+		}
+	}
+	return dst
+}
+
+// locations lists the frame of every entry (items and tombstones), shard
+// by shard.
+func (k *keydir) locations() []JournalLoc {
+	var out []JournalLoc
+	for i := range k.shards {
+		s := &k.shards[i]
+		s.mu.Lock()
+		for j := range s.slots {
+			if sl := &s.slots[j]; sl.hash != 0 {
+				out = append(out, sl.entry().loc)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// shardLen is the number of slots of shard i (the work of walking it).
+func (k *keydir) shardLen(i int) int {
+	s := &k.shards[i]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.slots)
+}
+
 // bytes is the RAM the table's mappings take.
 func (k *keydir) bytes() int64 {
 	var b int64
@@ -240,21 +309,41 @@ func (k *keydir) bytes() int64 {
 // sweepShard calls fn for each entry of shard i, under its lock, and
 // deletes those for which fn returns true. fn must not use k. An entry
 // may be seen twice when a deletion wraps the table's end (fn must give
-// the same answer); none is missed.
+// the same answer); none is missed. The walk also sets the shard's minExp
+// and minTomb from the entries it keeps, and marks it swept since the
+// last drop (sweepDue).
 func (k *keydir) sweepShard(i int, fn func(h uint64, e kdEntry) bool) (removed int) {
 	s := &k.shards[i]
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.drops = k.drops.Load()
+	s.minExp, s.minTomb = 0, 0
 	for j := 0; j < len(s.slots); {
 		sl := &s.slots[j]
-		if sl.hash != 0 && fn(sl.hash, sl.entry()) {
+		if sl.hash == 0 {
+			j++
+			continue
+		}
+		if fn(sl.hash, sl.entry()) {
 			s.remove(j) // the next entry may shift into j: look at j again
 			removed++
 			continue
 		}
+		s.due(sl)
 		j++
 	}
 	return removed
+}
+
+// sweepDue reports whether shard i may hold an entry for the sweeper: a
+// segment was removed since its last walk, an item's exptime has come
+// (now), or a tombstone is older than tombCut.
+func (k *keydir) sweepDue(i int, now, tombCut int64) bool {
+	s := &k.shards[i]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drops != k.drops.Load() || (s.minExp != 0 && int64(s.minExp) <= now) ||
+		(s.minTomb != 0 && int64(s.minTomb) < tombCut)
 }
 
 // alloc maps a zeroed table of n slots (a power of two) into s.

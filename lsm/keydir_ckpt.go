@@ -159,6 +159,7 @@ func readCheckpoint(r io.Reader, k0, k1 uint64) (*keydir, ckptPos, error) {
 		return nil, ckptPos{}, fmt.Errorf("%w: keydir checkpoint position %+v", ErrCorrupt, pos)
 	}
 	k := &keydir{k0: k0, k1: k1}
+	k.drops.Store(1) // every shard is walked once: its minExp is not kept
 	for i := range k.shards {
 		if err := k.shards[i].readFrom(r); err != nil {
 			k.free()

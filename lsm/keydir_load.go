@@ -12,8 +12,9 @@ type epochCount struct{ items, bytes int64 }
 
 // keydirLoader replays position entries into a keydir, in position order:
 // an item or a tombstone becomes its key's entry, a delete removes it, and
-// an item that has expired by now removes the key's older entry without
-// taking its place. Entries of segments that are not live (their epoch
+// an item that has expired by now, or any record below the bound of a
+// flush marker in effect, removes the key's older entry without taking
+// its place. Entries of segments that are not live (their epoch
 // was dropped) are skipped. The loader keeps the per-epoch counts exact as
 // it goes, so that a rebuild also rebuilds the counters.
 //
@@ -28,8 +29,11 @@ type keydirLoader struct {
 	// epochOf returns the epoch of a live segment, ok false for a segment
 	// that is gone.
 	epochOf func(seg uint32) (epoch uint32, ok bool)
-	parts   [keydirShards][]kdOp
-	counts  map[uint32]epochCount
+	// bound, when set, is the bound of a flush marker in effect
+	// (Options.Replicated): records below it are flushed.
+	bound  Version
+	parts  [keydirShards][]kdOp
+	counts map[uint32]epochCount
 
 	entries, skipped int // entries replayed, entries of dead segments
 }
@@ -54,7 +58,8 @@ func (l *keydirLoader) add(e *posEntry) {
 	}
 	h := l.k.hash(e.key)
 	op := kdOp{slot: kdEntry{loc: e.loc, exptime: e.exptime, tombstone: e.kind == posTombstone}.slot(h)}
-	op.remove = e.kind == posDelete || (e.kind == posItem && e.exptime != 0 && e.exptime <= l.now)
+	op.remove = e.kind == posDelete || (e.kind == posItem && e.exptime != 0 && e.exptime <= l.now) ||
+		e.version.Less(l.bound)
 	p := &l.parts[h>>(64-keydirShardBits)]
 	*p = append(*p, op)
 }
@@ -125,9 +130,14 @@ func (l *keydirLoader) count(epoch uint32, items, bytes int64) {
 	l.counts[epoch] = c
 }
 
-// loadPositions replays every position entry r holds, in position order.
-func (l *keydirLoader) loadPositions(r pebble.Reader) error {
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixPos}, UpperBound: []byte{prefixPos + 1}})
+// loadPositions queues every position entry r holds from position from
+// on, in position order (finish replays them).
+func (l *keydirLoader) loadPositions(r pebble.Reader, from ckptPos) error {
+	lower := appendPosKey(nil, JournalLoc{Segment: from.Seg, Off: from.Off})
+	if from.Off >= 1<<32 {
+		lower = posSegmentPrefix(from.Seg + 1)
+	}
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{prefixPos + 1}})
 	if err != nil {
 		return fmt.Errorf("lsm: keydir: %w", err)
 	}
@@ -146,5 +156,28 @@ func (l *keydirLoader) loadPositions(r pebble.Reader) error {
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("lsm: keydir: %w", err)
 	}
-	return l.finish()
+	return nil
+}
+
+// countKeydir counts the live items the keydir names, per epoch (after an
+// unclean shutdown, when the persisted counters are not exact). Requires
+// exclusive access (Open).
+func countKeydir(k *keydir, epochOf func(uint32) (uint32, bool)) map[uint32]epochCount {
+	counts := map[uint32]epochCount{}
+	for i := range k.shards {
+		s := &k.shards[i]
+		for j := range s.slots {
+			sl := &s.slots[j]
+			if sl.hash == 0 || sl.lenKind&kdTombstone != 0 {
+				continue
+			}
+			if e, ok := epochOf(sl.seg); ok {
+				c := counts[e]
+				c.items++
+				c.bytes += int64(sl.lenKind - frameOverhead)
+				counts[e] = c
+			}
+		}
+	}
+	return counts
 }

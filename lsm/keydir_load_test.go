@@ -85,7 +85,10 @@ func TestKeydirLoad(t *testing.T) {
 	}
 	defer k.free()
 	l := newKeydirLoader(k, now, func(seg uint32) (uint32, bool) { return seg * 10, seg > dead })
-	if err := l.loadPositions(db.pdb); err != nil {
+	if err := l.loadPositions(db.pdb, ckptPos{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.finish(); err != nil {
 		t.Fatal(err)
 	}
 	if l.entries != segs*perSeg || l.skipped != dead*perSeg {
@@ -144,7 +147,10 @@ func BenchmarkKeydirLoad(b *testing.B) {
 			b.Fatal(err)
 		}
 		l := newKeydirLoader(k, 0, func(seg uint32) (uint32, bool) { return 1, true })
-		if err := l.loadPositions(db.pdb); err != nil {
+		if err := l.loadPositions(db.pdb, ckptPos{}); err != nil {
+			b.Fatal(err)
+		}
+		if err := l.finish(); err != nil {
 			b.Fatal(err)
 		}
 		if k.len() != n {

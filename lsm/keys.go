@@ -86,6 +86,14 @@ var (
 	metaHistories = metaKey("histories")  // (id u64, first seq u64) per log history, oldest first
 	metaApplied   = metaKey("applied/")   // + peer u64 → history u64, seq u64
 	metaIndexed   = metaKey("indexed")    // indexedMarker: how far the journal is indexed (seal.go)
+	metaDataPath  = metaKey("datapath")   // "journal" (keydir.go) or "pebble": where the store keeps its records
+	metaKeydirKey = metaKey("keydir-key") // k0 k1 (u64 each): the keydir's SipHash key (journal stores)
+)
+
+// The data paths a store is written with (metaDataPath).
+const (
+	dataPathJournal = "journal"
+	dataPathPebble  = "pebble"
 )
 
 func appliedKey(peer uint64) []byte {
@@ -118,12 +126,15 @@ func decodeHistories(b []byte) ([]History, error) {
 // Version 1 kept every record in Pebble; version 2 adds the journal
 // (records in segment files, references in d); version 3 indexes journal
 // records by ingested sstables, so that Pebble may lag the journal (the
-// indexed marker says by how much; Open re-indexes the rest). Open
-// upgrades a version 1 or 2 store in place (everything in it is indexed);
-// an older tcache refuses a newer store.
+// indexed marker says by how much; Open re-indexes the rest); version 4
+// records the data path (metaDataPath): a journal store keeps no record in
+// Pebble, only position entries (s) for its keydir (docs/keydir.md). Open
+// upgrades a version 1, 2 or 3 store in place when it keeps its records
+// in Pebble; an older tcache refuses a newer store.
 const (
 	formatMagic             = "tcache-lsm"
-	formatVersion           = 3
+	formatVersion           = 4
+	formatVersionIndexed    = 3
 	formatVersionJournal    = 2
 	formatVersionPebbleOnly = 1
 	journalDirName          = "journal"

@@ -100,6 +100,7 @@ func (db *DB) executeFlushLocked() error {
 	}
 	err := db.setEpochsLocked(t, func(pb *pebble.Batch) {
 		_ = pb.DeleteRange(dataPrefix(old.lo), dataPrefix(t.lo), nil)
+		db.deleteDeadPositions(pb, t.lo)
 		_ = pb.Set(metaFlushDone, u64(uint64(done)), nil)
 	})
 	if err != nil {
@@ -108,7 +109,7 @@ func (db *DB) executeFlushLocked() error {
 		return err
 	}
 	db.mu.flushDone = done
-	db.dropPendingLocked(0)
+	db.dropDeadPositionsLocked(t.lo)
 	db.removeSegments(t.lo)
 	db.log.Info("flush_all executed", "oldest_live", done, "epochs_removed", old.cur-old.lo+1)
 	return nil
@@ -118,6 +119,9 @@ func (db *DB) executeFlushLocked() error {
 // the range deletion of their references is committed. A crash before
 // leaves them to the next open (which removes segments below lo too).
 func (db *DB) removeSegments(lo uint32) {
+	if db.kd != nil {
+		db.kd.drops.Add(1) // their keydir entries are dead: the sweeper walks every shard
+	}
 	if n, err := db.j.RemoveBelow(lo); err != nil {
 		db.st.writeErrors.Add(1)
 		db.log.Warn("removing journal segments of dropped epochs failed", "below_epoch", lo, "removed", n, "err", err)
@@ -158,9 +162,10 @@ func (db *DB) dropOldest(excess int64) {
 	}
 	err := db.setEpochsLocked(t, func(pb *pebble.Batch) {
 		_ = pb.DeleteRange(dataPrefix(from), dataPrefix(to), nil)
+		db.deleteDeadPositions(pb, to)
 	})
 	if err == nil {
-		db.dropPendingLocked(to)
+		db.dropDeadPositionsLocked(to)
 	}
 	db.mu.Unlock()
 	if err != nil {
@@ -179,58 +184,15 @@ func (db *DB) dropOldest(excess int64) {
 	}
 }
 
-// sweep deletes expired records through the x index, up to now, in chunks.
+// sweep deletes expired records through the x index (or the keydir), up
+// to now, in chunks.
 func (db *DB) sweep(now int64) {
-	upper := binary.BigEndian.AppendUint64([]byte{prefixExp}, uint64(now)+1)
-	db.sweepIndex(prefixExp, upper, time.Now().Add(passBudget), &db.st.swept)
-	db.sweepPending(now)
-}
-
-// sweepPending deletes the expired records of the open pending table,
-// whose x entries are not in Pebble yet (those of sealed tables are swept
-// once ingested).
-func (db *DB) sweepPending(now int64) {
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	t := db.pend.open
-	if t.minExp == 0 || t.minExp > now {
+	if db.kd != nil {
+		db.sweepKeydir(now, 0)
 		return
 	}
-	pb := db.pdb.NewBatch()
-	defer pb.Close()
-	var gone [][]byte
-	var deltas []epochDelta
-	var scr []byte
-	next := int64(0)
-	for k, e := range t.keys {
-		if e.exptime == 0 {
-			continue
-		}
-		if e.exptime > now || !db.mu.epochs.live(e.epoch) {
-			if next == 0 || e.exptime < next {
-				next = e.exptime
-			}
-			continue
-		}
-		key := []byte(k)
-		if _, err := db.supersedeLocked(nil, pb, key); err != nil {
-			return
-		}
-		scr = appendIndexKey(scr[:0], key)
-		_ = pb.Delete(scr, nil)
-		deltas = append(deltas, epochDelta{e.epoch, -1, -int64(e.size)})
-		gone = append(gone, key)
-	}
-	if len(gone) > 0 {
-		if err := db.pdb.Apply(pb, pebble.NoSync); err != nil || db.failed() != nil {
-			return
-		}
-		db.removePendingLocked(gone)
-		db.mu.epochs.apply(deltas)
-		db.forgetLocked(gone)
-		db.st.swept.Add(uint64(len(gone)))
-	}
-	t.minExp = next
+	upper := binary.BigEndian.AppendUint64([]byte{prefixExp}, uint64(now)+1)
+	db.sweepIndex(prefixExp, upper, time.Now().Add(passBudget), &db.st.swept)
 }
 
 // sweepIndex walks the x or t index (prefix) below upper in chunks until
@@ -280,9 +242,6 @@ func (db *DB) deleteDeadIndex(kkeys [][]byte) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	for _, k := range kkeys {
-		if _, ok := db.pend.get(k[1:]); ok {
-			continue // its table's sstable writes k again
-		}
 		v, closer, err := db.pdb.Get(k)
 		if err != nil {
 			continue
@@ -498,6 +457,10 @@ func (db *DB) sweepTombstones(now time.Time) {
 			cut = max(cut, e.Time/1000)
 		}
 	}
+	if db.kd != nil {
+		db.sweepKeydir(now.Unix(), cut)
+		return
+	}
 	upper := binary.BigEndian.AppendUint64([]byte{prefixTomb}, uint64(max(cut, 0)))
 	db.sweepIndex(prefixTomb, upper, time.Now().Add(passBudget), &db.st.tombSwept)
 }
@@ -510,7 +473,7 @@ func (db *DB) deleteChunk(ikeys [][]byte, tombstones bool, n *atomic.Uint64) {
 	pb := db.pdb.NewBatch()
 	defer pb.Close()
 	var deltas []epochDelta
-	var gone, pend [][]byte // keys whose record was deleted; those of them pending
+	var gone [][]byte // keys whose record was deleted
 	var scr []byte
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -524,14 +487,6 @@ func (db *DB) deleteChunk(ikeys [][]byte, tombstones bool, n *atomic.Uint64) {
 		if err != nil || !where.Present || where.Tombstone != tombstones || where.Epoch != epoch || where.Exptime != when {
 			continue
 		}
-		if where.pending {
-			// The entry's base had the same x entry; the pending record
-			// expired with it.
-			if _, err := db.supersedeLocked(nil, pb, key); err != nil {
-				continue
-			}
-			pend = append(pend, key)
-		}
 		scr = appendDataKey(scr[:0], epoch, key)
 		_ = pb.Delete(scr, nil)
 		scr = appendIndexKey(scr[:0], key)
@@ -544,7 +499,6 @@ func (db *DB) deleteChunk(ikeys [][]byte, tombstones bool, n *atomic.Uint64) {
 	if err := db.pdb.Apply(pb, pebble.NoSync); err != nil || db.failed() != nil {
 		return
 	}
-	db.removePendingLocked(pend)
 	db.mu.epochs.apply(deltas)
 	db.forgetLocked(gone)
 	if len(gone) > 0 {
@@ -579,6 +533,10 @@ func (db *DB) flushPass(now int64) {
 	m, done := db.mu.flush, db.mu.flushDone
 	db.mu.Unlock()
 	if m.OldestLive == 0 || m.OldestLive > now || done >= m.OldestLive {
+		return
+	}
+	if db.kd != nil {
+		db.flushPassJournal(m)
 		return
 	}
 	c := &db.maintainMu
@@ -616,18 +574,24 @@ func (db *DB) flushPass(now int64) {
 			db.flushChunk(victims, bound)
 		}
 		if !ok {
-			db.mu.Lock()
-			if db.mu.flush.Version == m.Version {
-				if err := db.pdb.Set(metaFlushDone, u64(uint64(m.OldestLive)), pebble.NoSync); err == nil {
-					db.mu.flushDone = m.OldestLive
-				}
-			}
-			db.mu.Unlock()
 			c.flushCursor = nil
-			db.log.Info("flush_all executed record by record", "oldest_live", m.OldestLive)
+			db.flushPassDone(m)
 			return
 		}
 	}
+}
+
+// flushPassDone records that the pass of marker m is complete, unless a
+// newer marker replaced it meanwhile.
+func (db *DB) flushPassDone(m FlushMarker) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.mu.flush.Version == m.Version {
+		if err := db.pdb.Set(metaFlushDone, u64(uint64(m.OldestLive)), pebble.NoSync); err == nil {
+			db.mu.flushDone = m.OldestLive
+		}
+	}
+	db.log.Info("flush_all executed record by record", "oldest_live", m.OldestLive)
 }
 
 // flushChunk deletes the records at the d keys dkeys that are still their
@@ -656,11 +620,6 @@ func (db *DB) flushChunk(dkeys [][]byte, bound Version) {
 			continue // rewritten since the scan
 		}
 		where, err := db.lookupOpen(key)
-		if err == nil && where.pending {
-			// Written after the pass began (settleLocked), so after the
-			// flush: its table's sstable replaces or deletes dk.
-			continue
-		}
 		if err != nil || !where.Present || where.Epoch != epoch {
 			_ = pb.Delete(dk, nil) // not the current record: garbage
 			continue

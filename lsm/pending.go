@@ -5,59 +5,25 @@ import (
 	"sync"
 )
 
-// The pending index (docs/disk-tier.md, "The pending index"). A journaled
-// record's index entries (its d reference, k epoch, x expiry entry and l
-// log entry) are not committed to Pebble one set at a time: they are kept
-// in RAM, in the segIndex of the journal segment that holds the frame, and
-// reach Pebble as one sorted sstable, ingested once the segment is sealed
-// (seal.go). Reads look here before Pebble; ReadLog merges the log entries
-// kept here with Pebble's.
-//
-// Per key a segIndex holds the newest journaled record of the segment and
-// its base: the key's state in Pebble before that record's chain of
-// journaled writes began, whose leftovers (a d record in another epoch, an
-// x or t entry) the ingestion deletes.
+// The pending index (docs/keydir.md). A journal frame's index entries,
+// its position entry (s) and its log entry (l), are not committed to
+// Pebble one frame at a time: they wait in RAM, in the segIndex of the
+// journal segment that holds the frame, and reach Pebble as sstables,
+// ingested once the segment is sealed (seal.go). Frames are appended in
+// order, so both lists are in key order as they grow: a seal sorts
+// nothing. Reads of keys do not look here (the keydir has every key);
+// ReadLog merges the log entries kept here with Pebble's.
 //
 // Ownership. The open table (the open segment's) and the frozen ones
 // (sealed segments waiting for ingestion, oldest first) change only under
 // DB.mu and pendIndex's write lock; readers take the read lock. A frozen
 // table is handed to the sealer at the end of the commit that sealed its
-// segment, and is immutable from then on: a Pebble write of a key it holds
-// waits for its ingestion (DB.supersedeLocked). The sealer retires it
-// from the list once Pebble holds it.
+// segment, and is immutable from then on. The sealer retires it from the
+// list once Pebble holds it.
 type pendIndex struct {
 	sync.RWMutex
 	open   *segIndex
 	frozen []*segIndex // oldest first
-}
-
-// pendingEntry is a journaled record's index entry.
-type pendingEntry struct {
-	loc     JournalLoc
-	exptime int64
-	ver     Version
-	epoch   uint32
-	size    uint32 // key and record (Location.Size)
-	base    pendingBase
-}
-
-// pendingBase is a key's state in Pebble under a chain of pending records.
-type pendingBase struct {
-	present, tomb bool
-	epoch         uint32
-	exptime       int64 // an item's expiry, a tombstone's time
-}
-
-func baseOf(l Location) pendingBase {
-	if !l.Present {
-		return pendingBase{}
-	}
-	return pendingBase{present: true, tomb: l.Tombstone, epoch: l.Epoch, exptime: l.Exptime}
-}
-
-// location is the Location of the record e indexes.
-func (e *pendingEntry) location(gen uint64) Location {
-	return Location{Known: true, Present: true, Epoch: e.epoch, Exptime: e.exptime, Size: e.size, gen: gen, pending: true}
 }
 
 // pendingLog is a log entry kept in a segIndex's arena. An entry of zero
@@ -67,16 +33,17 @@ type pendingLog struct {
 	off, n uint32
 }
 
+// pendingPos is a position entry kept in a segIndex's arena: its s key
+// (posKeyLen bytes) followed by its value, n bytes in all.
+type pendingPos struct{ off, n uint32 }
+
 // segIndex is the pending index of one journal segment.
 type segIndex struct {
 	seg   uint32
-	keys  map[string]pendingEntry
+	pos   []pendingPos // by position
 	logs  []pendingLog // by seq
-	arena []byte       // the encoded log entries
+	arena []byte       // the encoded entries
 	mem   int64        // approximate bytes of RAM held
-	// minExp is at or below the earliest expiry of the entries (0: none
-	// expire): the sweeper skips the table until then.
-	minExp int64
 
 	// Set when the segment is sealed:
 	end    int64         // the segment's length: what the ingestion covers
@@ -86,34 +53,17 @@ type segIndex struct {
 }
 
 func newSegIndex(seg uint32) *segIndex {
-	return &segIndex{seg: seg, keys: make(map[string]pendingEntry), done: make(chan struct{})}
+	return &segIndex{seg: seg, done: make(chan struct{})}
 }
 
-// pendingEntrySize approximates the RAM of one key's entry: the map's
-// bucket share, the key string and the entry.
-const pendingEntrySize = 96
+func (t *segIndex) empty() bool { return len(t.pos) == 0 && len(t.logs) == 0 }
 
-func (t *segIndex) empty() bool { return len(t.keys) == 0 && len(t.logs) == 0 }
-
-// put makes e key's entry. An entry the key had in t stands for a record
-// Pebble never held: e keeps its base.
-func (t *segIndex) put(key []byte, e pendingEntry) {
-	if old, ok := t.keys[string(key)]; ok {
-		e.base = old.base
-	} else {
-		t.mem += int64(pendingEntrySize + len(key))
-	}
-	t.keys[string(key)] = e
-	if e.exptime > 0 && (t.minExp == 0 || e.exptime < t.minExp) {
-		t.minExp = e.exptime
-	}
-}
-
-func (t *segIndex) remove(key []byte) {
-	if _, ok := t.keys[string(key)]; ok {
-		delete(t.keys, string(key))
-		t.mem -= int64(pendingEntrySize + len(key))
-	}
+// addPos appends the position entry kv (its s key, then its value), whose
+// frame follows every frame t has an entry for.
+func (t *segIndex) addPos(kv []byte) {
+	t.pos = append(t.pos, pendingPos{off: uint32(len(t.arena)), n: uint32(len(kv))})
+	t.arena = append(t.arena, kv...)
+	t.mem += int64(8 + len(kv))
 }
 
 // addLog appends the log entry enc (encoded, or nil for a placeholder) of
@@ -150,22 +100,6 @@ func (t *segIndex) logsFrom(from uint64) ([]pendingLog, []byte) {
 	return t.logs[i:len(t.logs):len(t.logs)], t.arena[:len(t.arena):len(t.arena)]
 }
 
-// get finds key's newest pending entry: in the open table, then the frozen
-// ones, newest first.
-func (p *pendIndex) get(key []byte) (pendingEntry, bool) {
-	p.RLock()
-	defer p.RUnlock()
-	if e, ok := p.open.keys[string(key)]; ok {
-		return e, true
-	}
-	for i := len(p.frozen) - 1; i >= 0; i-- {
-		if e, ok := p.frozen[i].keys[string(key)]; ok {
-			return e, true
-		}
-	}
-	return pendingEntry{}, false
-}
-
 // allLocked lists the frozen tables and the open one, oldest first.
 // Requires the lock (read or write).
 func (p *pendIndex) allLocked() []*segIndex {
@@ -186,16 +120,16 @@ func (p *pendIndex) table(seg uint32) *segIndex {
 	return nil
 }
 
-// stats counts the entries and log entries held.
-func (p *pendIndex) stats() (keys, logs int, mem int64) {
+// stats counts the position entries and log entries held.
+func (p *pendIndex) stats() (pos, logs int, mem int64) {
 	p.RLock()
 	defer p.RUnlock()
 	for _, t := range p.allLocked() {
-		keys += len(t.keys)
+		pos += len(t.pos)
 		logs += len(t.logs)
 		mem += t.mem
 	}
-	return keys, logs, mem
+	return pos, logs, mem
 }
 
 // minSeq is the lowest log seq the tables hold (0 if none).

@@ -1,6 +1,7 @@
 package lsm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -18,8 +19,8 @@ import (
 type model map[string]string
 
 // op writes one random mutation of key through db and records it in m:
-// a large put (journaled), a small put (Pebble), an expiring large put,
-// or a delete. hlc is the version.
+// a large put, a small put, an expiring put, or a delete. hlc is the
+// version.
 func (m model) op(t testing.TB, db *DB, r *rand.Rand, key string, hlc uint64) {
 	t.Helper()
 	switch n := r.IntN(10); {
@@ -87,10 +88,9 @@ func readLog(t testing.TB, db *DB) map[uint64]LogEntry {
 	return got
 }
 
-// Journaled records are indexed by sstables ingested as their tables
-// fill, overwritten and deleted through Pebble and the pending index in
-// any order; the state, the log and the counters stay exact, before and
-// after a restart.
+// Records are written, overwritten and deleted in any order while their
+// position and log entries reach Pebble as the tables fill; the state, the
+// log and the counters stay exact, before and after a restart.
 func TestPendingIngest(t *testing.T) {
 	fs := vfs.NewMem()
 	o := testOptions(fs, clock.NewFake(testStart))
@@ -131,40 +131,41 @@ func TestPendingIngest(t *testing.T) {
 	assertIndexClean(t, db, m)
 }
 
-// assertIndexClean checks that Pebble's d, k and x entries are exactly
-// those of m's keys.
+// assertIndexClean checks that a journal store's index is exactly m: the
+// keydir holds m's keys and nothing else, Pebble holds no record or key
+// index (d, k, x), and every position entry names a live segment.
 func assertIndexClean(t *testing.T, db *DB, m model) {
 	t.Helper()
 	for _, prefix := range []byte{prefixData, prefixIndex, prefixExp} {
-		keys, err := db.scan([]byte{prefix}, []byte{prefix + 1}, 1<<30)
-		if err != nil {
-			t.Fatal(err)
+		if n := countPrefix(t, db, prefix); n != 0 {
+			t.Fatalf("Pebble holds %d %c entries in a journal store", n, prefix)
 		}
-		seen := make(map[string]bool)
-		for _, k := range keys {
-			var key []byte
-			switch prefix {
-			case prefixData:
-				_, key, _ = parseDataKey(k)
-			case prefixIndex:
-				key = k[1:]
-			default:
-				_, _, key, _ = parseExpKey(k)
-			}
-			if _, ok := m[string(key)]; !ok || seen[string(key)] {
-				t.Fatalf("%c entry %q: a leftover (live %v, seen %v)", prefix, key, ok, seen[string(key)])
-			}
-			seen[string(key)] = true
+	}
+	if n := db.kd.len(); n != len(m) {
+		t.Fatalf("keydir holds %d keys, want %d", n, len(m))
+	}
+	for k := range m {
+		if _, ok := db.kd.get(db.kd.hash([]byte(k))); !ok {
+			t.Fatalf("keydir has no entry for %q", k)
 		}
-		if prefix != prefixExp && len(seen) != len(m) {
-			t.Fatalf("%c entries for %d keys, want %d", prefix, len(seen), len(m))
+	}
+	keys, err := db.scan([]byte{prefixPos}, []byte{prefixPos + 1}, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if len(k) != posKeyLen {
+			t.Fatalf("position key %x", k)
+		}
+		seg := binary.BigEndian.Uint32(k[1:])
+		if _, ok := db.j.SegmentEpoch(seg); !ok {
+			t.Fatalf("a position entry of segment %d, which is gone", seg)
 		}
 	}
 }
 
-// Writers race the sealer: each owns its keys, and every write of a key
-// held by a table being ingested must land after that table. Readers run
-// alongside. The end state is each writer's model.
+// Writers race the sealer: each owns its keys. Readers run alongside.
+// The end state is each writer's model.
 func TestPendingConcurrent(t *testing.T) {
 	fs := vfs.NewMem()
 	o := testOptions(fs, clock.NewFake(testStart))
@@ -451,27 +452,6 @@ func FuzzIndexedMarker(f *testing.F) {
 	})
 }
 
-// A small record over a pending one, with the Location Put returned as
-// prev (not marked pending), still writes the key's k entry: the pending
-// entry that held it is gone from the index, and a read without a hint
-// (after a restart) goes through k.
-func TestPendingSmallOverPending(t *testing.T) {
-	o := testOptions(vfs.NewMem(), clock.NewFake(testStart))
-	db := mustOpen(t, o)
-	b := db.NewBatch()
-	big := Record{Value: randomValue("big", 1000), Version: Version{HLC: 1, Node: db.NodeID()}}
-	b.Put([]byte("k"), &big, Location{})
-	mustCommit(t, db, b)
-	small := Record{Value: []byte("small"), Version: Version{HLC: 2, Node: db.NodeID()}}
-	b.Put([]byte("k"), &small, big.Where)
-	mustCommit(t, db, b)
-	db = reopen(t, db, o)
-	if v, ok := get(t, db, "k"); !ok || v != "small" {
-		t.Fatalf("after a restart: %q %v, want the small record", v, ok)
-	}
-	assertIndexClean(t, db, model{"k": "small"})
-}
-
 // A batch whose frames cross a segment boundary (32 MiB) keeps every
 // entry and log entry, those of the table it sealed included.
 func TestPendingBatchAcrossSeal(t *testing.T) {
@@ -498,41 +478,6 @@ func TestPendingBatchAcrossSeal(t *testing.T) {
 	db = reopen(t, db, o)
 	m.check(t, db, "reopened", 3000)
 	assertIndexClean(t, db, m)
-}
-
-// A batch that journals a key the open table already holds, then writes
-// the key to Pebble, deletes what Pebble holds under the pending entries
-// (their base: here a record with an expiry) and not what the entry it
-// replaced in the view would have had: the view keeps the table entry's
-// base, as segIndex.put does. Otherwise the base's x entry stays behind.
-func TestPendingViewKeepsBase(t *testing.T) {
-	o := testOptions(vfs.NewMem(), clock.NewFake(testStart))
-	db := mustOpen(t, o)
-	defer db.Close()
-	rec := func(v []byte, hlc uint64, exptime int64) *Record {
-		return &Record{Value: v, Exptime: exptime, Version: Version{HLC: hlc, Node: db.NodeID()}}
-	}
-	b := db.NewBatch()
-	base := rec([]byte("base"), 1, testStart.Unix()+3600) // in Pebble, with an x entry
-	b.Put([]byte("k"), base, Location{})
-	mustCommit(t, db, b)
-	big := rec(randomValue("big1", 1000), 2, 0) // pending over the base
-	b.Put([]byte("k"), big, base.Where)
-	mustCommit(t, db, b)
-	b.Put([]byte("k"), rec(randomValue("big2", 1000), 3, 0), big.Where) // the same table's entry again
-	b.Put([]byte("k"), rec([]byte("small"), 4, 0), Location{})          // then to Pebble
-	mustCommit(t, db, b)
-	if v, ok := get(t, db, "k"); !ok || v != "small" {
-		t.Fatalf("k = %q %v, want the small record", v, ok)
-	}
-	xs, err := db.scan([]byte{prefixExp}, []byte{prefixExp + 1}, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(xs) != 0 {
-		t.Fatalf("%d x entries left, want none (the record has no expiry)", len(xs))
-	}
-	assertIndexClean(t, db, model{"k": "small"})
 }
 
 // The log is trimmed in Pebble only. A pending table whose oldest log

@@ -78,6 +78,9 @@ func (db *DB) Snapshot(fn func(key, rec []byte) error) (History, uint64, error) 
 	if db.closed.Load() {
 		return History{}, 0, ErrClosed
 	}
+	if db.kd != nil {
+		return db.snapshotJournal(fn)
+	}
 	db.mu.Lock()
 	if err := db.settleLocked(); err != nil {
 		db.mu.Unlock()
@@ -137,6 +140,9 @@ func (db *DB) Scan(after []byte, n int, fn func(key, rec []byte) bool) (next []b
 	defer db.closeMu.RUnlock()
 	if db.closed.Load() {
 		return nil, ErrClosed
+	}
+	if db.kd != nil {
+		return db.scanJournal(after, n, fn)
 	}
 	if after == nil {
 		// Pebble holds every record written before the scan begins.
