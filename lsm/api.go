@@ -102,21 +102,22 @@ type Options struct {
 
 	BlockCacheSize int64 // bytes; default 8 MiB
 	MemTableSize   int64 // bytes per memtable; default 4 MiB
-	// LocationHints is the size in bytes of the table of location hints
-	// (64-byte buckets of three keys, lossy; hints.go): a read whose key has a hint skips
-	// the k index, and for a record in the journal, Pebble. Default 1 MiB;
-	// negative means none.
-	LocationHints int64
+	// IndexMemory is the RAM, in bytes, of the index of what is on disk.
+	// A journal store's keydir (keydir.go) is complete and grows with the
+	// keys; when it would hold more than IndexMemory allows at its worst
+	// load (55 bytes a key), the maintenance pass drops the oldest epochs,
+	// as at DiskLimit. A store that keeps its records in Pebble uses it
+	// for its table of location hints (lossy; hints.go), which a negative
+	// value leaves out. Default 64 MiB.
+	IndexMemory int64
 
-	// JournalMin: in cache mode, item records of at least this many bytes
-	// (key excluded) are written to the journal and Pebble holds a
-	// reference to them (docs/disk-tier-next.md). Default 1: every item
-	// record (docs/disk-tier.md, "Small records too"); negative keeps
-	// every record in Pebble. Persistent mode keeps every record in
-	// Pebble (the journal has no space reclamation for overwrites yet), and
-	// so does durability sync (one file to fsync per commit group, not
-	// two). Records written before a change of mode or durability are read
-	// wherever they are.
+	// JournalMin chooses the data path of a cache-mode store: not
+	// negative (the default), every item mutation is a journal frame and
+	// the keydir indexes them (docs/keydir.md); negative, records are kept
+	// in Pebble. (Before format 4 it was a size threshold; any value not
+	// negative now means the journal.) Persistent mode and durability sync
+	// keep records in Pebble whatever it says. A store stays on the path it
+	// was created with: Open refuses it to the other one.
 	JournalMin int
 
 	// Codec compresses values of at least CompressMin bytes (default 256)

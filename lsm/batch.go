@@ -46,17 +46,19 @@ type Batch struct {
 // pendAction is an entry a commit adds to the pending table of segment
 // seg: a journal frame's position entry, or its log entry.
 type pendAction struct {
-	kind pendActionKind
-	seg  uint32
-	seq  uint64 // log
-	enc  span   // in lbuf
+	kind    pendActionKind
+	seg     uint32
+	seq     uint64  // log
+	enc     span    // in lbuf
+	applied Applied // applied
 }
 
 type pendActionKind uint8
 
 const (
-	actPos pendActionKind = iota // the position entry enc (s key, then value)
-	actLog                       // the log entry enc of seq
+	actPos     pendActionKind = iota // the position entry enc (s key, then value)
+	actLog                           // the log entry enc of seq
+	actApplied                       // a peer's applied offset, written with the table
 )
 
 type batchOp struct {
@@ -323,8 +325,19 @@ func (db *DB) Commit(b *Batch) error {
 		db.mu.logBytes += int64(9 + len(b.scr))
 	}
 	for _, a := range b.applied {
-		v := binary.BigEndian.AppendUint64(lbuf[:0], a.History)
-		_ = pb.Set(appliedKey(a.Peer), binary.BigEndian.AppendUint64(v, a.Seq), nil)
+		if db.kd != nil {
+			// After the frames it covers, in the same stream: a crash
+			// keeps it only with them (appliedFrameLocked).
+			if err := db.appliedFrameLocked(b, a); err != nil {
+				db.fail(err) // frames of this batch may be in the journal
+				db.handOffLocked()
+				db.mu.Unlock()
+				db.st.writeErrors.Add(1)
+				return fmt.Errorf("lsm: commit: %w", err)
+			}
+			continue
+		}
+		_ = pb.Set(appliedKey(a.Peer), encodeApplied(a), nil)
 	}
 	if hlc > db.mu.hlcReserved {
 		_ = pb.Set(metaHLC, u64(hlc+hlcMargin), nil)
@@ -332,10 +345,13 @@ func (db *DB) Commit(b *Batch) error {
 	if b.cas > db.mu.cas {
 		_ = pb.Set(metaCAS, u64(b.cas), nil)
 	}
-	// Cache mode: advance the epoch every DiskLimit/32 bytes, persisted in
-	// this batch (before any write lands in the new epoch).
+	// Cache mode: advance the epoch every DiskLimit/32 bytes, or every
+	// 1/32 of the keys the keydir may hold (so that a drop for either
+	// limit takes 1/32 of the data), persisted in this batch (before any
+	// write lands in the new epoch).
 	var next *epochTable
-	if db.opts.Mode == ModeCache && db.mu.sinceAdvance+b.bytes >= db.opts.DiskLimit/32 {
+	if db.opts.Mode == ModeCache && (db.mu.sinceAdvance+b.bytes >= db.opts.DiskLimit/32 ||
+		db.kd != nil && db.mu.putsSinceAdvance+int64(b.puts) >= db.opts.IndexMemory/int64(kdBytesPerKey)/32) {
 		t := db.mu.epochs.clone()
 		t.apply(b.deltas)
 		t.advance()
@@ -373,11 +389,12 @@ func (db *DB) Commit(b *Batch) error {
 	}
 	if next != nil {
 		db.mu.epochs = *next
-		db.mu.sinceAdvance = 0
+		db.mu.sinceAdvance, db.mu.putsSinceAdvance = 0, 0
 		db.publishEpochs()
 	} else {
 		db.mu.epochs.apply(b.deltas)
 		db.mu.sinceAdvance += b.bytes
+		db.mu.putsSinceAdvance += int64(b.puts)
 	}
 	db.applyPendingLocked(b)
 	db.lastSeq.Store(seq)

@@ -75,13 +75,19 @@ type DB struct {
 		logBytes     int64  // approximate bytes of the log
 		epochs       epochTable
 		sinceAdvance int64 // bytes written since the epoch last advanced (cache mode)
-		cas          uint64
-		hlcReserved  uint64 // persisted HLC high-water mark
-		hlcMax       uint64 // highest version written
-		flush        FlushMarker
-		flushDone    int64 // OldestLive of the last executed flush
-		indexDirty   bool  // epochs died: the index pass has k/x entries to remove
-		unhanded     bool  // rollLocked froze a table that handOffLocked has not handed
+		// putsSinceAdvance counts the records written since then.
+		putsSinceAdvance int64
+		cas              uint64
+		hlcReserved      uint64 // persisted HLC high-water mark
+		hlcMax           uint64 // highest version written
+		flush            FlushMarker
+		flushDone        int64 // OldestLive of the last executed flush
+		indexDirty       bool  // epochs died: the index pass has k/x entries to remove
+		unhanded         bool  // rollLocked froze a table that handOffLocked has not handed
+		// applied is each peer's applied offset committed since Open, or
+		// found in the journal's tail (journal stores: Pebble holds the
+		// ones of ingested segments).
+		applied map[uint64]Applied
 	}
 
 	// maintainMu makes Maintain passes one at a time; it also guards the
@@ -110,7 +116,7 @@ type DB struct {
 
 	keyBufs   sync.Pool // *[]byte scratch for keys on the read path
 	frameBufs sync.Pool // *[]byte scratch for journal frames on the read path
-	hints     *hints    // location hints of records in Pebble (nil: Options.LocationHints 0, or a journal store)
+	hints     *hints    // location hints of records in Pebble (nil: Options.IndexMemory 0, or a journal store)
 
 	// kd is the keydir (keydir.go): where every key's current record is
 	// in the journal. Nil when records are kept in Pebble (useJournal
@@ -163,6 +169,7 @@ func Open(opts Options) (*DB, error) {
 	db.keyBufs.New = func() any { b := make([]byte, 0, 256); return &b }
 	db.frameBufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	db.cache = pebble.NewCache(opts.BlockCacheSize)
+	db.mu.applied = make(map[uint64]Applied)
 	db.pend.open = newSegIndex(0)
 	db.sealKick = make(chan struct{}, 1)
 	db.bg.stop = make(chan struct{})
@@ -185,7 +192,7 @@ func Open(opts Options) (*DB, error) {
 	// would leave hints to the records it supersedes.
 	err = db.load()
 	if err == nil && !db.useJournal {
-		db.hints, err = newHints(opts.LocationHints)
+		db.hints, err = newHints(opts.IndexMemory)
 	}
 	if err != nil {
 		db.kd.free()

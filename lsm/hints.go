@@ -60,7 +60,7 @@ import (
 // A slot is 20 bytes, a bucket of three 64, one cache line (the mapping is
 // page-aligned); buckets are guarded by striped mutexes (a slot is more
 // than one word). The table holds no pointers; it is part
-// of the memory budget (Options.LocationHints) and uses all of it (the
+// of the memory budget (Options.IndexMemory) and uses all of it (the
 // bucket index is a multiply-shift of the hash, not a mask, so any number
 // of buckets works). Empty after a restart.
 type hints struct {

@@ -20,7 +20,7 @@ func hintDB(t *testing.T, hintBytes int64) *DB {
 	o := testOptions(vfs.NewMem(), clock.NewFake(testStart))
 	o.JournalMin = -1
 	o.DiskLimit = minDiskLimit
-	o.LocationHints = hintBytes
+	o.IndexMemory = hintBytes
 	db := mustOpen(t, o)
 	t.Cleanup(func() { db.Close() })
 	return db

@@ -222,6 +222,40 @@ func TestJournalDrops(t *testing.T) {
 	}
 }
 
+// The keydir keeps within IndexMemory: past it the oldest epochs are
+// dropped, as past the disk limit, and their keys leave the keydir, while
+// the newest keys read back and the counters follow.
+func TestKeydirLimit(t *testing.T) {
+	o := testOptions(vfs.NewMem(), clock.NewFake(testStart))
+	o.IndexMemory = 256 << 10 // 4766 keys at the worst load
+	db := mustOpen(t, o)
+	defer db.Close()
+	limit := int(o.IndexMemory / int64(kdBytesPerKey))
+	const n = 20000 // small values: the disk limit is far
+	for i := range n {
+		put(t, db, fmt.Sprintf("k%d", i), fmt.Sprint(i), 0, uint64(i+1))
+		if i%1000 == 0 {
+			db.Maintain()
+		}
+	}
+	db.Maintain()
+	st := db.Stats()
+	if st.Drops == 0 || st.KeydirKeys > uint64(limit) || st.Items != st.KeydirKeys {
+		t.Fatalf("drops %d, keydir %d keys (limit %d), items %d", st.Drops, st.KeydirKeys, limit, st.Items)
+	}
+	if st.BytesUsed > uint64(o.DiskLimit) {
+		t.Fatalf("the disk limit was reached: %d bytes", st.BytesUsed)
+	}
+	for i := n - 1000; i < n; i++ {
+		if v, ok := get(t, db, fmt.Sprintf("k%d", i)); !ok || v != fmt.Sprint(i) {
+			t.Fatalf("recent k%d: %q %v", i, v, ok)
+		}
+	}
+	if _, ok := get(t, db, "k0"); ok {
+		t.Fatal("the oldest key survived four times the keydir's limit")
+	}
+}
+
 // The sweeper deletes an expired record whose frame stays in the journal:
 // its hint must go with it, or a read would find the frame.
 func TestJournalSweepForgetsHint(t *testing.T) {

@@ -422,3 +422,55 @@ func (db *DB) flushPassJournal(m FlushMarker) {
 	c.flushShard = 0
 	db.flushPassDone(m)
 }
+
+// appliedFrameLocked appends a's applied offset to the journal as a frame
+// without a key (after the peer's records of the same commit), keeps it as
+// the peer's offset in RAM (DB.Applied) and in the open table, whose
+// ingestion writes it to Pebble once the segment is sealed, and so synced.
+// Pebble never holds an offset past a record the journal could still
+// lose; after a crash the re-index takes the later offsets from the tail's
+// frames. Requires mu.
+func (db *DB) appliedFrameLocked(b *Batch, a Applied) error {
+	var rec [24]byte
+	binary.BigEndian.PutUint64(rec[:], a.Peer)
+	copy(rec[8:], encodeApplied(a))
+	loc, err := db.appendJournalLocked(0, nil, rec[:])
+	if err != nil {
+		return err
+	}
+	b.pact = append(b.pact, pendAction{kind: actApplied, seg: loc.Segment, applied: a})
+	return nil
+}
+
+// decodeAppliedFrame decodes the record of a frame without a key.
+func decodeAppliedFrame(rec []byte) (Applied, error) {
+	if len(rec) != 24 {
+		return Applied{}, fmt.Errorf("%w: applied frame of %d bytes", ErrCorrupt, len(rec))
+	}
+	return decodeApplied(binary.BigEndian.Uint64(rec), rec[8:])
+}
+
+// kdBytesPerKey is the keydir's RAM per key at its worst load: a 24-byte
+// slot in a table just doubled (7/16 full).
+const kdBytesPerKey = kdSlotSize * kdLoadDen * 2 / kdLoadNum
+
+// keydirExcess is how many bytes of the oldest data to drop so that the
+// keydir keeps within Options.IndexMemory (at its worst load, with 1/16
+// to spare, so that drops come in steps): 0 when it is within, or the
+// store has no keydir.
+func (db *DB) keydirExcess() int64 {
+	if db.kd == nil {
+		return 0
+	}
+	limit := db.opts.IndexMemory / int64(kdBytesPerKey)
+	keys := int64(db.kd.len())
+	if keys <= limit {
+		return 0
+	}
+	st := db.Stats()
+	perItem := int64(1)
+	if st.Items > 0 {
+		perItem = max(int64(st.ItemBytes/st.Items), 1)
+	}
+	return (keys - limit + limit/16) * perItem
+}

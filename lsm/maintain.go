@@ -49,6 +49,10 @@ func (db *DB) Maintain() {
 			db.dropOldest(excess + db.opts.DiskLimit/16)
 			db.refreshUsage()
 		}
+		if excess := db.keydirExcess(); excess > 0 {
+			db.dropOldest(excess)
+			db.sweepKeydir(now.Unix(), 0) // the entries of the dropped segments go now
+		}
 	}
 	if db.opts.Replicated {
 		db.flushPass(now.Unix())
@@ -79,7 +83,7 @@ func (db *DB) setEpochsLocked(t epochTable, extra func(pb *pebble.Batch)) error 
 		return err
 	}
 	db.mu.epochs = t
-	db.mu.sinceAdvance = 0
+	db.mu.sinceAdvance, db.mu.putsSinceAdvance = 0, 0
 	db.mu.indexDirty = true
 	db.publishEpochs()
 	return nil

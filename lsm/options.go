@@ -16,7 +16,7 @@ const (
 	DefaultDurabilityInterval  = 100 * time.Millisecond
 	DefaultBlockCacheSize      = 8 << 20
 	DefaultMemTableSize        = 4 << 20
-	DefaultLocationHints       = 1 << 20
+	DefaultIndexMemory         = 64 << 20
 	DefaultCompressMin         = 256
 	DefaultJournalMin          = 1
 	DefaultLogRetentionBytes   = 1 << 30
@@ -46,8 +46,8 @@ func (o *Options) EnsureDefaults() {
 	if o.MemTableSize == 0 {
 		o.MemTableSize = DefaultMemTableSize
 	}
-	if o.LocationHints == 0 {
-		o.LocationHints = DefaultLocationHints
+	if o.IndexMemory == 0 {
+		o.IndexMemory = DefaultIndexMemory
 	}
 	if o.Codec == CodecNone && o.CompressMin >= 0 {
 		o.Codec = CodecS2

@@ -211,7 +211,7 @@ func BenchmarkPathRead(b *testing.B) {
 		o.Durability = DurabilityNone
 		o.MemTableSize = 4 << 20
 		o.BlockCacheSize = 16 << 20
-		o.LocationHints = 2 << 20
+		o.IndexMemory = 2 << 20
 		db := mustOpen(b, o)
 		defer db.Close()
 		batch := db.NewBatch()

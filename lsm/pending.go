@@ -44,6 +44,9 @@ type segIndex struct {
 	logs  []pendingLog // by seq
 	arena []byte       // the encoded entries
 	mem   int64        // approximate bytes of RAM held
+	// applied is the last applied offset of each peer whose records are
+	// in the segment (journal stores: appliedFrameLocked).
+	applied map[uint64]Applied
 
 	// Set when the segment is sealed:
 	end    int64         // the segment's length: what the ingestion covers
@@ -56,7 +59,15 @@ func newSegIndex(seg uint32) *segIndex {
 	return &segIndex{seg: seg, done: make(chan struct{})}
 }
 
-func (t *segIndex) empty() bool { return len(t.pos) == 0 && len(t.logs) == 0 }
+func (t *segIndex) empty() bool { return len(t.pos) == 0 && len(t.logs) == 0 && len(t.applied) == 0 }
+
+// setApplied records a as its peer's latest applied offset in t.
+func (t *segIndex) setApplied(a Applied) {
+	if t.applied == nil {
+		t.applied = make(map[uint64]Applied)
+	}
+	t.applied[a.Peer] = a
+}
 
 // addPos appends the position entry kv (its s key, then its value), whose
 // frame follows every frame t has an entry for.

@@ -87,6 +87,13 @@ func (db *DB) reindex(b *pebble.Batch, l *keydirLoader) error {
 		}
 		_, serr := db.j.ScanFrom(s.ID, start, func(loc JournalLoc, fr journalFrame) bool {
 			frames++
+			if len(fr.Key) == 0 { // a peer's applied offset (appliedFrameLocked)
+				if a, err := decodeAppliedFrame(fr.Record); err == nil {
+					db.mu.applied[a.Peer] = a
+					t.setApplied(a)
+				}
+				return true
+			}
 			h, _, herr := parseRecordHeader(fr.Record)
 			if herr != nil || (h.kind != KindItem && h.kind != KindTombstone) || !fitsKeydir(loc) {
 				return true // not a record the commits write: skip it

@@ -20,14 +20,31 @@ func (db *DB) Applied(peer uint64) (a Applied, ok bool, err error) {
 	if db.closed.Load() {
 		return Applied{}, false, ErrClosed
 	}
+	if db.kd != nil {
+		db.mu.Lock()
+		a, ok = db.mu.applied[peer]
+		db.mu.Unlock()
+		if ok {
+			return a, true, nil
+		}
+	}
 	v, err := db.getMeta(appliedKey(peer))
 	if err != nil || v == nil {
 		return Applied{}, false, err
 	}
+	a, err = decodeApplied(peer, v)
+	return a, err == nil, err
+}
+
+func encodeApplied(a Applied) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, a.History), a.Seq)
+}
+
+func decodeApplied(peer uint64, v []byte) (Applied, error) {
 	if len(v) != 16 {
-		return Applied{}, false, fmt.Errorf("%w: applied offset of %d bytes", ErrCorrupt, len(v))
+		return Applied{}, fmt.Errorf("%w: applied offset of %d bytes", ErrCorrupt, len(v))
 	}
-	return Applied{Peer: peer, History: binary.BigEndian.Uint64(v), Seq: binary.BigEndian.Uint64(v[8:])}, true, nil
+	return Applied{Peer: peer, History: binary.BigEndian.Uint64(v), Seq: binary.BigEndian.Uint64(v[8:])}, nil
 }
 
 // ReadLogRecords is ReadLog passing each entry with the encoded record of

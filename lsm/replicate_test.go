@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/tcache/tcache/internal/clock"
 )
@@ -332,4 +333,62 @@ func FuzzParseRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// In a journal store a peer's records are journal frames, and the applied
+// offset that goes with them is a frame after them: a crash that loses
+// the journal's unwritten tail loses the offset with the records (the
+// peer sends them again), never the records alone; a crash after the
+// journal was synced keeps both, and so does a clean close (the offset
+// then in Pebble).
+func TestRemoteAppliedCrash(t *testing.T) {
+	const peer = 77
+	rec := func(v string, hlc uint64) []byte {
+		return AppendRecord(nil, &Record{Value: []byte(v), Version: Version{HLC: hlc, Node: peer}})
+	}
+	apply := func(t *testing.T, db *DB, key, v string, hlc, seq uint64) {
+		b := db.NewBatch()
+		b.ReserveCAS(hlc)
+		b.PutRemote([]byte(key), rec(v, hlc), hlc, Location{})
+		b.SetApplied(Applied{Peer: peer, History: 5, Seq: seq})
+		mustCommit(t, db, b)
+	}
+	fs := vfs.NewCrashableMem()
+	o := testOptions(fs, clock.NewFake(testStart))
+	o.Durability = DurabilityInterval
+	db := mustOpen(t, o)
+	apply(t, db, "synced", "s", 10, 1)
+	syncNow(db)
+	apply(t, db, "unsynced", "u", 11, 2)
+	if err := db.pdb.LogData(nil, pebble.Sync); err != nil { // the WAL alone
+		t.Fatal(err)
+	}
+	if a, ok, err := db.Applied(peer); err != nil || !ok || a.Seq != 2 {
+		t.Fatalf("applied before the crash: %+v %v %v", a, ok, err)
+	}
+	db = crashReopen(t, db, fs, &o, vfs.CrashCloneCfg{})
+	a, ok, err := db.Applied(peer)
+	_, found := get(t, db, "unsynced")
+	if err != nil || !ok || a.Seq != 1 || found {
+		t.Fatalf("after losing the tail: applied %+v %v %v, unsynced record found %v; want seq 1 and no record", a, ok, err, found)
+	}
+	if v, ok := get(t, db, "synced"); !ok || v != "s" {
+		t.Fatalf("synced record: %q %v", v, ok)
+	}
+	apply(t, db, "later", "l", 12, 3)
+	syncNow(db)
+	db = crashReopen(t, db, o.FS.(*vfs.MemFS), &o, vfs.CrashCloneCfg{})
+	if a, ok, err := db.Applied(peer); err != nil || !ok || a.Seq != 3 {
+		t.Fatalf("after a crash past the sync: applied %+v %v %v, want seq 3", a, ok, err)
+	}
+	db = reopen(t, db, o)
+	if a, ok, err := db.Applied(peer); err != nil || !ok || a.Seq != 3 {
+		t.Fatalf("after a clean close: applied %+v %v %v, want seq 3", a, ok, err)
+	}
+	if v, err := db.getMeta(appliedKey(peer)); err != nil || v == nil {
+		t.Fatalf("a clean close left no applied offset in Pebble: %v", err)
+	}
+	if v, ok := get(t, db, "later"); !ok || v != "l" {
+		t.Fatalf("later record: %q %v", v, ok)
+	}
 }

@@ -1,9 +1,11 @@
 package lsm
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"sync/atomic"
 
@@ -69,6 +71,9 @@ func (db *DB) applyPendingLocked(b *Batch) {
 			t.addPos(a.enc.of(b.lbuf))
 		case actLog:
 			t.addLog(a.seq, a.enc.of(b.lbuf))
+		case actApplied:
+			t.setApplied(a.applied)
+			db.mu.applied[a.applied.Peer] = a.applied
 		}
 	}
 }
@@ -305,6 +310,7 @@ func (db *DB) ingestTable(t *segIndex) error {
 		}
 	}()
 	marker := indexedMarker{Seg: t.seg, Off: t.end, Seq: t.lastSeq()}
+	applied := slices.SortedFunc(maps.Values(t.applied), func(a, b Applied) int { return cmp.Compare(a.Peer, b.Peer) })
 	var kb []byte
 	files := []struct {
 		n   int
@@ -320,7 +326,13 @@ func (db *DB) ingestTable(t *segIndex) error {
 			kb = appendLogKey(kb[:0], l.seq)
 			return w.Set(kb, t.arena[l.off:l.off+l.n])
 		}},
-		{1, func(w *sstable.Writer, _ int) error { return w.Set(metaIndexed, marker.encode()) }},
+		{1 + len(applied), func(w *sstable.Writer, i int) error {
+			if i < len(applied) { // "m applied/..." sorts before "m indexed"
+				a := applied[i]
+				return w.Set(appliedKey(a.Peer), encodeApplied(a))
+			}
+			return w.Set(metaIndexed, marker.encode())
+		}},
 	}
 	for _, f := range files {
 		if f.n == 0 {

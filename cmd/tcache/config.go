@@ -528,15 +528,15 @@ func loadOptions(fs *pflag.FlagSet) (Options, error) {
 		case b.ramTier < minRAMTier:
 			s := byKey("memory")
 			errs = append(errs, fmt.Errorf("config: memory: %d megabytes is too small for mode %s: the disk tier's block cache (%s), "+
-				"two memtables (%s each) and location hints (%s) leave %s for the RAM tier, below its minimum of %s; use memory ≥ %d or mode memory%s",
-				o.MemoryMB, o.Mode, formatSize(b.blockCache), formatSize(b.memTable), formatSize(b.hints), formatSize(max(b.ramTier, 0)),
+				"two memtables (%s each) and the disk index (%s) leave %s for the RAM tier, below its minimum of %s; use memory ≥ %d or mode memory%s",
+				o.MemoryMB, o.Mode, formatSize(b.blockCache), formatSize(b.memTable), formatSize(b.index), formatSize(max(b.ramTier, 0)),
 				formatSize(minRAMTier), minDiskMemoryMB, source(s, fs, file, path)))
 		case int64(o.MaxItemSize) > b.ramTier/2:
 			// memcached: "Cannot set item size limit higher than 1/2 of memory max."
 			s := byKey("max_item_size")
 			what := fmt.Sprintf("memory %d", o.MemoryMB)
 			if o.Mode != modeMemory {
-				what = fmt.Sprintf("a RAM tier of %s: memory %d less the disk tier's block cache, memtables and location hints", formatSize(b.ramTier), o.MemoryMB)
+				what = fmt.Sprintf("a RAM tier of %s: memory %d less the disk tier's block cache, memtables and index", formatSize(b.ramTier), o.MemoryMB)
 			}
 			errs = append(errs, fmt.Errorf("config: max_item_size: must be at most half of the RAM tier (%s with %s), got %q%s",
 				formatSize(b.ramTier/2), what, formatSize(int64(o.MaxItemSize)), source(s, fs, file, path)))
@@ -635,27 +635,26 @@ const (
 	minDiskLimit    = 64 << 20 // the disk limit must be well above 2 memtables
 	minRAMTier      = 2 << 20  // smallest RAM tier accepted with a disk tier
 	minDiskPart     = 1 << 20  // smallest block cache and memtable
-	minDiskMemoryMB = 8        // 1 MiB block cache + 2 × 1 MiB memtables + 3 MiB hints + 2 MiB RAM tier
+	minDiskMemoryMB = 8        // 1 MiB block cache + 2 × 1 MiB memtables + 3 MiB index + 2 MiB RAM tier
 )
 
 // memoryBudget is how memory (-m) is split. In memory mode the RAM tier has
-// it all. With a disk tier, the location hints take 3/8, Pebble's block
-// cache 1/8 and each of its two memtables 1/32 (each at least 1 MiB), and
-// the RAM tier the rest (7/16), so that together they stay within memory.
+// it all. With a disk tier, the index of what is on disk takes 3/8,
+// Pebble's block cache 1/8 and each of its two memtables 1/32 (each at
+// least 1 MiB), and the RAM tier the rest (7/16), so that together they
+// stay within memory.
 //
-// The hints are what a disk read needs most: about 21 bytes a key (64-byte
-// buckets of three), they send a read straight to its journal frame,
-// without Pebble; a read without one costs several times as much CPU (a k
-// and a d read in Pebble). memcached's extstore makes the same trade: the
-// headers of the items on flash stay in its RAM. At -m 64 with 1 GiB
-// (420 000 keys) on disk, 24 MiB of hints leave 2% of the lookups to
-// Pebble where 16 MiB left 5% and 2 MiB 70%, and the fewer RAM-tier hits
-// (4.6% of the reads instead of 6.2%) cost less than that gains
-// (docs/benchmarks.md); the block cache then serves only the reads without
-// a hint and the memtables only records kept in Pebble (small ones,
-// deletes), which journal sstables are ingested past.
+// The index is what a disk read needs most. In cache mode it is the
+// keydir (docs/keydir.md): the frame of every key on disk, 24 bytes a key
+// in tables kept at most 7/8 full; its share bounds the keys on disk as
+// disk_limit bounds their bytes (at most share/55 keys: 457 000 at -m 64,
+// enough for the overflow workload's 420 000). memcached's extstore makes
+// the same trade: the headers of the items on flash stay in its RAM.
+// With records in Pebble (persistent mode, durability sync) it is the
+// table of location hints, about 21 bytes a key, lossy: a read with a
+// hint skips Pebble's key index.
 type memoryBudget struct {
-	ramTier, blockCache, memTable, hints int64
+	ramTier, blockCache, memTable, index int64
 }
 
 func (o Options) memoryBudget() memoryBudget {
@@ -666,9 +665,9 @@ func (o Options) memoryBudget() memoryBudget {
 	b := memoryBudget{
 		blockCache: max(total/8, minDiskPart),
 		memTable:   max(total/32, minDiskPart),
-		hints:      max(total/8*3, minDiskPart),
+		index:      max(total/8*3, minDiskPart),
 	}
-	b.ramTier = total - b.blockCache - 2*b.memTable - b.hints
+	b.ramTier = total - b.blockCache - 2*b.memTable - b.index
 	return b
 }
 

@@ -211,8 +211,8 @@ func TestBadValuesRefused(t *testing.T) {
 		{args: []string{"-I", "1025m"}, want: `config: max_item_size: must be a size from 1k to 1024m`},
 		{args: []string{"-I", "1g"}, want: `config: max_item_size: must be a size from 1k to 1024m`},
 		{args: []string{"-I", "64m", "--mode", "memory"}, want: `config: max_item_size: must be at most half of the RAM tier (32m with memory 64), got "64m"`},
-		{args: []string{"-I", "64m"}, want: `config: max_item_size: must be at most half of the RAM tier (14m with a RAM tier of 28m: memory 64 less the disk tier's block cache, memtables and location hints), got "64m"`},
-		{args: []string{"-m", "4"}, want: `config: memory: 4 megabytes is too small for mode cache: the disk tier's block cache (1m), two memtables (1m each) and location hints (1536k) leave 0 for the RAM tier, below its minimum of 2m; use memory ≥ 8 or mode memory (from flag -m/--memory)`},
+		{args: []string{"-I", "64m"}, want: `config: max_item_size: must be at most half of the RAM tier (14m with a RAM tier of 28m: memory 64 less the disk tier's block cache, memtables and index), got "64m"`},
+		{args: []string{"-m", "4"}, want: `config: memory: 4 megabytes is too small for mode cache: the disk tier's block cache (1m), two memtables (1m each) and the disk index (1536k) leave 0 for the RAM tier, below its minimum of 2m; use memory ≥ 8 or mode memory (from flag -m/--memory)`},
 		{args: []string{"--mode", "disk"}, want: `config: mode: must be one of memory, cache, persistent, got "disk" (from flag --mode)`},
 		{env: [2]string{"TCACHE_DISK_LIMIT", "10x"}, want: `config: disk_limit: must be a size of at least 64m: bytes, or a number with suffix k, m, g or t (512m, 10g), got "10x" (from TCACHE_DISK_LIMIT)`},
 		{file: "disk_limit: 1m\n", want: `config: disk_limit: must be a size of at least 64m`},
@@ -346,14 +346,14 @@ func TestDiskKeys(t *testing.T) {
 	}
 }
 
-// The memory split with a disk tier (docs/disk-tier.md): location hints
+// The memory split with a disk tier (docs/disk-tier.md): the disk index
 // 3/8, block cache 1/8, two memtables of 1/32, the RAM tier the rest;
 // memory mode keeps it all.
 func TestMemoryBudget(t *testing.T) {
 	for _, tc := range []struct {
 		mode                                 string
 		mb                                   int64
-		ramTier, blockCache, memTable, hints int64
+		ramTier, blockCache, memTable, index int64
 	}{
 		{"memory", 64, 64 << 20, 0, 0, 0},
 		{"cache", 64, 28 << 20, 8 << 20, 2 << 20, 24 << 20},
@@ -362,10 +362,10 @@ func TestMemoryBudget(t *testing.T) {
 		{"cache", 8, 2 << 20, 1 << 20, 1 << 20, 3 << 20},
 	} {
 		b := Options{Mode: tc.mode, MemoryMB: tc.mb}.memoryBudget()
-		if b.ramTier != tc.ramTier || b.blockCache != tc.blockCache || b.memTable != tc.memTable || b.hints != tc.hints {
+		if b.ramTier != tc.ramTier || b.blockCache != tc.blockCache || b.memTable != tc.memTable || b.index != tc.index {
 			t.Errorf("%s -m %d: %+v", tc.mode, tc.mb, b)
 		}
-		if b.ramTier+b.blockCache+2*b.memTable+b.hints != tc.mb<<20 {
+		if b.ramTier+b.blockCache+2*b.memTable+b.index != tc.mb<<20 {
 			t.Errorf("%s -m %d: the parts do not add up to memory", tc.mode, tc.mb)
 		}
 	}

@@ -224,7 +224,7 @@ func openDisk(o Options, b memoryBudget, logger *slog.Logger) (*lsm.DB, error) {
 		DurabilityInterval:  o.DurabilityInterval,
 		BlockCacheSize:      b.blockCache,
 		MemTableSize:        b.memTable,
-		LocationHints:       b.hints,
+		IndexMemory:         b.index,
 		CompressMin:         o.CompressMin,
 		LogRetentionBytes:   o.LogRetentionBytes,
 		LogRetentionAge:     o.LogRetentionAge,
@@ -265,7 +265,7 @@ func openDisk(o Options, b memoryBudget, logger *slog.Logger) (*lsm.DB, error) {
 		"dir", dir, "mode", o.Mode, "durability", o.Durability, "disk_limit", formatSize(o.DiskLimit),
 		"items", st.Items, "item_bytes", st.ItemBytes, "recounting", st.Recounting == 1,
 		"bytes_used", st.BytesUsed, "log_last_seq", st.LogLast,
-		"block_cache", formatSize(b.blockCache), "memtable", formatSize(b.memTable), "hints", formatSize(b.hints),
+		"block_cache", formatSize(b.blockCache), "memtable", formatSize(b.memTable), "index", formatSize(b.index),
 		"open_time", time.Since(start).Round(time.Millisecond).String())
 	return db, nil
 }
