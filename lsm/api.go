@@ -105,7 +105,7 @@ type Options struct {
 	// IndexMemory is the RAM, in bytes, of the index of what is on disk.
 	// A journal store's keydir (keydir.go) is complete and grows with the
 	// keys; when it would hold more than IndexMemory allows at its worst
-	// load (55 bytes a key), the maintenance pass drops the oldest epochs,
+	// load (54 bytes a key), the maintenance pass drops the oldest epochs,
 	// as at DiskLimit. A store that keeps its records in Pebble uses it
 	// for its table of location hints (lossy; hints.go), which a negative
 	// value leaves out. Default 64 MiB.

@@ -647,7 +647,7 @@ const (
 // The index is what a disk read needs most. In cache mode it is the
 // keydir (docs/keydir.md): the frame of every key on disk, 24 bytes a key
 // in tables kept at most 7/8 full; its share bounds the keys on disk as
-// disk_limit bounds their bytes (at most share/55 keys: 457 000 at -m 64,
+// disk_limit bounds their bytes (at most share/54 keys: 466 000 at -m 64,
 // enough for the overflow workload's 420 000). memcached's extstore makes
 // the same trade: the headers of the items on flash stay in its RAM.
 // With records in Pebble (persistent mode, durability sync) it is the
