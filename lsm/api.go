@@ -202,8 +202,7 @@ type Location struct {
 	// Location back unmodified.
 	Size uint32
 
-	gen     uint64 // the sweeper generation when this was read (see Batch)
-	pending bool   // read from the pending index (pending.go), not Pebble
+	gen uint64 // the sweeper generation when this was read (see Batch)
 }
 
 // FlushMarker is a persisted flush_all. Once OldestLive (unix seconds) has
