@@ -323,16 +323,6 @@ func (db *DB) snapshotJournal(fn func(key, rec []byte) error) (History, uint64, 
 // in order, from after the cursor after (an s key), and passes on the
 // records that are still their key's current one.
 func (db *DB) scanJournal(after []byte, n int, fn func(key, rec []byte) bool) (next []byte, err error) {
-	if after == nil {
-		// Pebble holds the position of every frame written before the
-		// scan begins.
-		db.mu.Lock()
-		err := db.settleLocked()
-		db.mu.Unlock()
-		if err != nil {
-			return nil, fmt.Errorf("lsm: scan: %w", err)
-		}
-	}
 	lower := []byte{prefixPos}
 	if after != nil {
 		lower = append(append([]byte(nil), after...), 0)

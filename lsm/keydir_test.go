@@ -232,30 +232,26 @@ func BenchmarkKeydir(b *testing.B) {
 		keys[i] = fmt.Appendf(nil, "memtier-%d", i)
 	}
 	e := kdEntry{loc: JournalLoc{Segment: 3, Off: 4096, Len: 1100}}
-	b.Run("keydir-put", func(b *testing.B) {
+	filled := func(b *testing.B) *keydir {
 		k, err := newKeydir(testKeydirK0, testKeydirK1)
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer k.free()
+		b.Cleanup(k.free)
 		for _, key := range keys {
 			k.put(k.hash(key), e)
 		}
 		b.ResetTimer()
+		return k
+	}
+	b.Run("keydir-put", func(b *testing.B) {
+		k := filled(b)
 		for i := 0; b.Loop(); i++ {
 			k.put(k.hash(keys[uint32(i*7919)%n]), e)
 		}
 	})
 	b.Run("keydir-get", func(b *testing.B) {
-		k, err := newKeydir(testKeydirK0, testKeydirK1)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer k.free()
-		for _, key := range keys {
-			k.put(k.hash(key), e)
-		}
-		b.ResetTimer()
+		k := filled(b)
 		for i := 0; b.Loop(); i++ {
 			k.get(k.hash(keys[uint32(i*7919)%n]))
 		}

@@ -176,18 +176,30 @@ func appendLogEntry(dst []byte, e *LogEntry) []byte {
 	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 }
 
+// checkEntry checks an encoded entry (a log or position entry, what) of
+// at least min bytes whose last 4 are a CRC-32C of the rest and whose
+// first is format; it returns the length without the CRC. Failures wrap
+// ErrCorrupt.
+func checkEntry(src []byte, min int, format byte, what string) (int, error) {
+	if len(src) < min+4 {
+		return 0, fmt.Errorf("%w: %s of %d bytes", ErrCorrupt, what, len(src))
+	}
+	n := len(src) - 4
+	if got, want := crc32.Checksum(src[:n], castagnoli), binary.BigEndian.Uint32(src[n:]); got != want {
+		return 0, fmt.Errorf("%w: %s checksum %08x, want %08x", ErrCorrupt, what, got, want)
+	}
+	if src[0] != format {
+		return 0, fmt.Errorf("%w: %s format %d", ErrCorrupt, what, src[0])
+	}
+	return n, nil
+}
+
 // decodeLogEntry parses src into e; e.Key aliases src. Failures wrap
 // ErrCorrupt.
 func decodeLogEntry(src []byte, e *LogEntry) error {
-	if len(src) < logFixedLen+1+logTrailer {
-		return fmt.Errorf("%w: log entry of %d bytes", ErrCorrupt, len(src))
-	}
-	n := len(src) - logTrailer
-	if got, want := crc32.Checksum(src[:n], castagnoli), binary.BigEndian.Uint32(src[n:]); got != want {
-		return fmt.Errorf("%w: log entry checksum %08x, want %08x", ErrCorrupt, got, want)
-	}
-	if src[0] != logFormat {
-		return fmt.Errorf("%w: log entry format %d", ErrCorrupt, src[0])
+	n, err := checkEntry(src, logFixedLen+1, logFormat, "log entry")
+	if err != nil {
+		return err
 	}
 	*e = LogEntry{
 		Op:   LogOp(src[1]),

@@ -25,7 +25,6 @@ const (
 	posFormat    = 1
 	posFixedLen  = 1 + 1 + 4 + 8 + 8 + 8 // format kind length exptime hlc node
 	posKeyLen    = 1 + 4 + 4
-	posTrailer   = 4
 	maxPosKeyLen = maxJournalKey
 )
 
@@ -80,15 +79,9 @@ func decodePos(k, v []byte, e *posEntry) error {
 	if len(k) != posKeyLen || k[0] != prefixPos {
 		return fmt.Errorf("%w: position key of %d bytes", ErrCorrupt, len(k))
 	}
-	if len(v) < posFixedLen+1+posTrailer {
-		return fmt.Errorf("%w: position entry of %d bytes", ErrCorrupt, len(v))
-	}
-	n := len(v) - posTrailer
-	if got, want := crc32.Checksum(v[:n], castagnoli), binary.BigEndian.Uint32(v[n:]); got != want {
-		return fmt.Errorf("%w: position entry checksum %08x, want %08x", ErrCorrupt, got, want)
-	}
-	if v[0] != posFormat {
-		return fmt.Errorf("%w: position entry format %d", ErrCorrupt, v[0])
+	n, err := checkEntry(v, posFixedLen+1, posFormat, "position entry")
+	if err != nil {
+		return err
 	}
 	*e = posEntry{
 		loc: JournalLoc{Segment: binary.BigEndian.Uint32(k[1:]), Off: int64(binary.BigEndian.Uint32(k[5:])),

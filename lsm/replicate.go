@@ -158,17 +158,18 @@ func (db *DB) Scan(after []byte, n int, fn func(key, rec []byte) bool) (next []b
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
-	if db.kd != nil {
-		return db.scanJournal(after, n, fn)
-	}
 	if after == nil {
-		// Pebble holds every record written before the scan begins.
+		// Pebble holds every record (or, in a journal store, the
+		// position of every frame) written before the scan begins.
 		db.mu.Lock()
 		err := db.settleLocked()
 		db.mu.Unlock()
 		if err != nil {
 			return nil, fmt.Errorf("lsm: scan: %w", err)
 		}
+	}
+	if db.kd != nil {
+		return db.scanJournal(after, n, fn)
 	}
 	v := db.liveEpochs.Load()
 	lower := dataPrefix(uint32(v >> 32))
