@@ -115,8 +115,8 @@ type Options struct {
 	// negative (the default), every item mutation is a journal frame and
 	// the keydir indexes them (docs/keydir.md); negative, records are kept
 	// in Pebble. (Before format 4 it was a size threshold; any value not
-	// negative now means the journal.) Persistent mode and durability sync
-	// keep records in Pebble whatever it says. A store stays on the path it
+	// negative now means the journal.) Persistent mode
+	// keeps records in Pebble whatever it says. A store stays on the path it
 	// was created with: Open refuses it to the other one.
 	JournalMin int
 

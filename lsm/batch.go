@@ -400,6 +400,9 @@ func (db *DB) Commit(b *Batch) error {
 	db.lastSeq.Store(seq)
 	var ticket uint64
 	if db.opts.Durability == DurabilitySync {
+		if !pb.Empty() {
+			db.walDirty.Store(true) // the group's sync must include the WAL
+		}
 		ticket = db.gsync.ticket()
 	}
 	if db.hints != nil {
@@ -417,9 +420,7 @@ func (db *DB) Commit(b *Batch) error {
 	db.st.bytesWritten.Add(uint64(b.bytes))
 	switch db.opts.Durability {
 	case DurabilitySync:
-		// Nothing in the journal to wait for: sync keeps records in
-		// Pebble (DB.useJournal).
-		if err := db.gsync.wait(db.pdb, ticket); err != nil {
+		if err := db.gsync.wait(db.groupSyncFn, ticket); err != nil {
 			db.st.writeErrors.Add(1)
 			db.fail(err)
 			return fmt.Errorf("lsm: commit: %w", db.failed())
@@ -452,7 +453,7 @@ func (db *DB) updateHintsLocked(b *Batch) {
 // writeRecordLocked adds to pb the Pebble mutations of o, a record (item
 // or tombstone) or a plain delete, over its prev, and the counter deltas
 // to b: the data path of a store that keeps its records in Pebble
-// (persistent mode, durability sync; a journal store uses
+// (persistent mode; a journal store uses
 // writeJournalLocked). Requires mu.
 func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []byte, _ uint64) error {
 	var scr [4]byte

@@ -31,13 +31,14 @@ type DB struct {
 	log   *slog.Logger
 	node  uint64
 	wo    *pebble.WriteOptions // Sync for DurabilitySync, NoSync otherwise
-	// useJournal: item records go to the journal (cache mode, JournalMin
-	// not negative, durability not sync). A sync commit already waits for
-	// the WAL's fsync; a second file to fsync per commit group, one that
-	// grows (each fdatasync also commits its size), cut sync throughput
-	// from 0.25 to 0.10 of none (docs/disk-tier-next.md), for a CPU saving
-	// that a commit bound by fsyncs does not need.
-	useJournal  bool
+	// useJournal: every item mutation goes to the journal, indexed by the
+	// keydir (cache mode, JournalMin not negative: a journal store).
+	useJournal bool
+	// groupSyncFn makes the commits of a sync group durable (groupsync.go):
+	// the journal, then Pebble's WAL when a commit of the group wrote to
+	// it (walDirty), or Pebble's WAL alone in a Pebble store.
+	groupSyncFn func() error
+	walDirty    atomic.Bool
 	hists       []History     // log histories, oldest first; fixed at Open
 	reindexTook time.Duration // the re-index at Open (reindex.go); zero when none ran
 
@@ -149,7 +150,7 @@ func Open(opts Options) (*DB, error) {
 		return nil, err
 	}
 	fs := opts.FS
-	useJournal := opts.Mode == ModeCache && opts.JournalMin >= 0 && opts.Durability != DurabilitySync
+	useJournal := opts.Mode == ModeCache && opts.JournalMin >= 0
 	if err := checkFormat(fs, opts.Dir, useJournal); err != nil {
 		return nil, err
 	}
@@ -166,6 +167,7 @@ func Open(opts Options) (*DB, error) {
 		db.wo = pebble.Sync
 	}
 	db.useJournal = useJournal
+	db.groupSyncFn = db.syncGroup
 	db.keyBufs.New = func() any { b := make([]byte, 0, 256); return &b }
 	db.frameBufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	db.cache = pebble.NewCache(opts.BlockCacheSize)
@@ -277,14 +279,14 @@ func checkFormat(fs vfs.FS, dir string, useJournal bool) error {
 		want = dataPathJournal
 	}
 	if found < formatVersion && useJournal {
-		return fmt.Errorf("%w: %s has format %s/%d, whose records this version keeps in Pebble: open it with durability sync or mode persistent (converting it to a journal store is not built yet: docs/keydir.md)",
+		return fmt.Errorf("%w: %s has format %s/%d, whose records this version keeps in Pebble: open it in mode persistent (converting it to a journal store is not built yet: docs/keydir.md)",
 			ErrIncompatible, dir, formatMagic, found)
 	}
 	if v, closer, err := ro.Get(metaDataPath); err == nil {
 		path := string(v)
 		closer.Close()
 		if path != want {
-			return fmt.Errorf("%w: %s keeps its records in the %s, and this configuration (mode, durability) would keep them in the %s: open it as it was written (moving a store between the two is not built yet: docs/keydir.md)",
+			return fmt.Errorf("%w: %s keeps its records in the %s, and this configuration (mode) would keep them in the %s: open it as it was written (moving a store between the two is not built yet: docs/keydir.md)",
 				ErrIncompatible, dir, path, want)
 		}
 	} else if !errors.Is(err, pebble.ErrNotFound) {
@@ -597,6 +599,23 @@ func (db *DB) syncWAL() {
 		return
 	}
 	db.advanceDurable(seq)
+}
+
+// syncGroup is the sync group leader's fsync (groupSyncFn): in a journal
+// store the journal's frames, then the WAL if a commit of the group wrote
+// to Pebble (metadata: an epoch advance, a high-water mark), so that an
+// acknowledged frame never outlives the epoch it was written in; in a
+// Pebble store the WAL.
+func (db *DB) syncGroup() error {
+	if db.kd != nil {
+		if err := db.syncJournal(); err != nil {
+			return err
+		}
+		if !db.walDirty.Swap(false) {
+			return nil
+		}
+	}
+	return db.pdb.LogData(nil, pebble.Sync)
 }
 
 // syncJournal writes the journal's appended frames and fsyncs them.

@@ -218,12 +218,23 @@ func TestCloseNone(t *testing.T) {
 // A WAL write error (ENOSPC) fails the commit with ErrFailed, does not
 // exit, keeps reads working, and everything committed before survives.
 func TestWriteErrors(t *testing.T) {
-	for _, d := range []Durability{DurabilitySync, DurabilityInterval} {
-		t.Run(d.String(), func(t *testing.T) {
+	for _, c := range []struct {
+		d       Durability
+		journal bool // a journal store, the fault in the journal (else a Pebble store, the fault in Pebble's WAL)
+	}{{DurabilitySync, false}, {DurabilityInterval, false}, {DurabilitySync, true}} {
+		t.Run(fmt.Sprintf("%s/journal=%v", c.d, c.journal), func(t *testing.T) {
+			d := c.d
 			mem := vfs.NewCrashableMem()
 			var on atomic.Bool
-			o := testOptions(errorfs.Wrap(mem, enospcWrites(&on, ".log")), clock.NewFake(testStart))
+			suffix := ".log"
+			if c.journal {
+				suffix = journalSuffix
+			}
+			o := testOptions(errorfs.Wrap(mem, enospcWrites(&on, suffix)), clock.NewFake(testStart))
 			o.Durability = d
+			if !c.journal {
+				o.JournalMin = -1
+			}
 			db := mustOpen(t, o)
 			for i := range 100 {
 				put(t, db, fmt.Sprint(i), "before", 0, uint64(i+1))

@@ -25,14 +25,13 @@
 //
 // A store keeps its records on one of two paths, chosen when it is created
 // and recorded in m datapath; Open refuses it to the other one before
-// writing anything. A journal store (cache mode with durability interval or
-// none and JournalMin not negative: the default) writes every item
+// writing anything. A journal store (cache mode, any durability, and
+// JournalMin not negative: the default) writes every item
 // mutation as a journal frame: sets, plain deletes (as tombstone records),
 // replicated tombstones and records from peers. The keydir (below) says
 // where each key's current frame is, and Pebble holds no d, k, x or t
 // entry for it: only position entries (s), log entries (l) and metadata
-// (m). A Pebble store (persistent mode, durability sync, or JournalMin
-// negative) keeps its records in d, indexed by k, x and t, and the lossy
+// (m). A Pebble store (persistent mode, or JournalMin negative) keeps its records in d, indexed by k, x and t, and the lossy
 // location hints (hints.go) in RAM.
 //
 // # Replication (Options.Replicated; replicate.go, docs/replication.md)

@@ -3,8 +3,6 @@ package lsm
 import (
 	"runtime"
 	"sync"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // Group commit of durability sync.
@@ -16,10 +14,12 @@ import (
 // requests ready only commit after it, one fsync each (docs/disk-tier.md,
 // "Group commit"). So sync commits apply without a sync, and the first
 // one to wait becomes the leader of a group: it yields once, so that the
-// committers already runnable apply their batches too, then makes the WAL
-// durable up to everything applied (one LogData with Sync: the WAL is
-// sequential) for all of them. Commits that arrive during the fsync wait
-// for the next leader.
+// committers already runnable apply their batches too, then makes
+// everything applied durable for all of them (DB.syncGroup: a journal
+// store's journal, and its WAL when a commit of the group wrote to
+// Pebble; a Pebble store's WAL, one LogData with Sync: the WAL is
+// sequential). Commits that arrive during the fsync wait for the next
+// leader.
 type groupSync struct {
 	mu      sync.Mutex
 	cond    sync.Cond
@@ -38,9 +38,9 @@ func (g *groupSync) ticket() uint64 {
 	return g.applied
 }
 
-// wait returns once the batch of ticket t is durable in pdb's WAL, or the
-// sync's error.
-func (g *groupSync) wait(pdb *pebble.DB, t uint64) error {
+// wait returns once the batch of ticket t is durable, or the sync's
+// error: the leader calls sync once for its whole group.
+func (g *groupSync) wait(sync func() error, t uint64) error {
 	g.mu.Lock()
 	if g.cond.L == nil {
 		g.cond.L = &g.mu
@@ -60,7 +60,7 @@ func (g *groupSync) wait(pdb *pebble.DB, t uint64) error {
 	g.mu.Lock()
 	target := g.applied
 	g.mu.Unlock()
-	err := pdb.LogData(nil, pebble.Sync)
+	err := sync()
 
 	g.mu.Lock()
 	g.running = false

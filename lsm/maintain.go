@@ -325,21 +325,35 @@ func (db *DB) indexPass() {
 // LogRetentionAge, with one range deletion per pass. The newest entry is
 // always kept.
 func (db *DB) trimLog(now time.Time) {
-	first, last := db.logFirst.Load(), db.lastSeq.Load()
-	if m := db.pend.minSeq(); m != 0 {
-		last = min(last, m) // entries from there on are not all in Pebble yet
+	// bounds is the log's head and the end of what Pebble holds of it:
+	// entries from the pending tables' first on are not all in Pebble yet.
+	bounds := func() (first, last uint64) {
+		first, last = db.logFirst.Load(), db.lastSeq.Load()
+		if m := db.pend.minSeq(); m != 0 {
+			last = min(last, m)
+		}
+		return first, last
 	}
+	first, last := bounds()
 	cutoff := now.Add(-db.opts.LogRetentionAge).UnixMilli()
 	db.mu.Lock()
 	excess := db.mu.logBytes - db.opts.LogRetentionBytes
+	var sealed *segIndex
 	if open := db.pend.open; open.logDue(cutoff) || excess > 0 && first >= last && len(open.logs) > 0 {
 		// The log is trimmed in Pebble only, and the open table's entries
-		// are due: seal it, so that a later pass can trim them.
+		// are due: seal it, and trim them once it is ingested.
 		if db.failed() == nil && db.rollLocked() == nil {
+			sealed = open
 			db.handOffLocked()
 		}
 	}
 	db.mu.Unlock()
+	if sealed != nil {
+		if db.waitTable(sealed) != nil {
+			return
+		}
+		first, last = bounds()
+	}
 	if first >= last {
 		return
 	}

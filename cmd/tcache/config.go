@@ -650,7 +650,7 @@ const (
 // disk_limit bounds their bytes (at most share/54 keys: 466 000 at -m 64,
 // enough for the overflow workload's 420 000). memcached's extstore makes
 // the same trade: the headers of the items on flash stay in its RAM.
-// With records in Pebble (persistent mode, durability sync) it is the
+// With records in Pebble (persistent mode) it is the
 // table of location hints, about 21 bytes a key, lossy: a read with a
 // hint skips Pebble's key index.
 type memoryBudget struct {

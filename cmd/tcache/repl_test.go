@@ -65,8 +65,12 @@ func newCluster(t *testing.T, n int, extra ...string) []*replNode {
 	return nodes
 }
 
+// args are a node's flags. -m 64: the disk index's share (the keydir,
+// docs/keydir.md) holds about 466 000 keys, more than the write loads of
+// these tests leave on a node; at -m 32 (233 000) a node dropped its
+// oldest epochs and the two nodes ended different.
 func (n *replNode) args(peers bool) []string {
-	args := []string{"--data-dir", n.dir, "-m", "32", "--durability-interval", "10ms",
+	args := []string{"--data-dir", n.dir, "-m", "64", "--durability-interval", "10ms",
 		"--disk-maintenance-interval", "100ms", "--replication-listen", "127.0.0.1:" + strconv.Itoa(n.rport)}
 	if peers {
 		var ps []string
