@@ -351,7 +351,7 @@ func (db *DB) Commit(b *Batch) error {
 	// write lands in the new epoch).
 	var next *epochTable
 	if db.opts.Mode == ModeCache && (db.mu.sinceAdvance+b.bytes >= db.opts.DiskLimit/32 ||
-		db.kd != nil && db.mu.putsSinceAdvance+int64(b.puts) >= db.opts.IndexMemory/int64(kdBytesPerKey)/32) {
+		db.kd != nil && db.mu.putsSinceAdvance+int64(b.puts) >= db.keydirKeyLimit()/32) {
 		t := db.mu.epochs.clone()
 		t.apply(b.deltas)
 		t.advance()

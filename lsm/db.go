@@ -278,6 +278,20 @@ func checkFormat(fs vfs.FS, dir string, useJournal bool) error {
 	if useJournal {
 		want = dataPathJournal
 	}
+	if found == formatVersionIndexed {
+		// A version 3 store indexed its journal frames in Pebble a
+		// segment at a time; after a crash the frames after the indexed
+		// marker are indexed only by a version 3 open, which this
+		// version no longer has.
+		if v, closer, err := ro.Get(metaClosed); err == nil {
+			clean := len(v) == 1 && v[0] == 1
+			closer.Close()
+			if !clean {
+				return fmt.Errorf("%w: %s was not closed cleanly by the tcache of format %s/%d, and its last journal frames are indexed only by that version: start that version once and stop it cleanly, then this one",
+					ErrIncompatible, dir, formatMagic, found)
+			}
+		}
+	}
 	if found < formatVersion && useJournal {
 		return fmt.Errorf("%w: %s has format %s/%d, whose records this version keeps in Pebble: open it in mode persistent (converting it to a journal store is not built yet: docs/keydir.md)",
 			ErrIncompatible, dir, formatMagic, found)
@@ -700,6 +714,10 @@ func (db *DB) Close() error {
 		// Not an error to report: without it the next open replays the
 		// position entries (slower, as after a crash).
 		if err := writeCheckpoint(db.opts.FS, db.checkpointPath(), db.kd, ckptPos{Seg: seg, Off: end}); err != nil {
+			// An older checkpoint would miss what this run removed in RAM
+			// only (swept, flushed): without one, Open replays every
+			// position entry instead.
+			_ = db.opts.FS.Remove(db.checkpointPath())
 			db.log.Warn("keydir checkpoint not written", "err", err)
 		}
 	}

@@ -254,6 +254,14 @@ func openJournal(fs vfs.FS, dir string, epoch uint32, clean bool, fsyncs *atomic
 				return nil, err
 			}
 			s.lostAt = max(end, int64(journalHeaderLen))
+			// What a process crash left may still be in the page cache
+			// only: make it durable before the re-index makes Pebble
+			// name it, or a power loss would leave names of frames that
+			// are gone.
+			if err := s.f.Sync(); err != nil {
+				j.closeFiles()
+				return nil, fmt.Errorf("lsm: journal: sync segment %d after a crash: %w", last, err)
+			}
 		}
 	}
 	if err := j.create(next, epoch); err != nil {

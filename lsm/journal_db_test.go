@@ -414,6 +414,29 @@ func TestFormatUpgrade(t *testing.T) {
 		t.Fatalf("journal path on a Pebble store: %v", err)
 	}
 
+	// A version 3 store an older tcache did not close cleanly is refused
+	// on both paths: only that version re-indexes its journal's tail.
+	o.Dir, journal.Dir = "/v3", "/v3"
+	db = mustOpen(t, o)
+	_ = db.Close()
+	raw, err := pebble.Open(o.Dir, &pebble.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := raw.NewBatch()
+	_ = b.Set(metaFormat, encodeFormat(formatVersionIndexed), nil)
+	_ = b.Set(metaClosed, []byte{0}, nil) // as a crash leaves it
+	_ = b.Delete(metaDataPath, nil)
+	if err := raw.Apply(b, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.Close()
+	for _, opts := range []Options{o, journal} {
+		if _, err := Open(opts); !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), "not closed cleanly") {
+			t.Fatalf("an unclean version 3 store: %v", err)
+		}
+	}
+
 	o.Dir, journal.Dir = "/journal", "/journal"
 	db = mustOpen(t, journal)
 	put(t, db, "k", "v", 0, 1)

@@ -161,7 +161,7 @@ func readCheckpoint(r io.Reader, k0, k1 uint64) (*keydir, ckptPos, error) {
 	k := &keydir{k0: k0, k1: k1}
 	k.drops.Store(1) // every shard is walked once: its minExp is not kept
 	for i := range k.shards {
-		if err := k.shards[i].readFrom(r); err != nil {
+		if err := k.shards[i].readFrom(r, i); err != nil {
 			k.free()
 			return nil, ckptPos{}, fmt.Errorf("%w: keydir checkpoint shard %d: %v", ErrCorrupt, i, err)
 		}
@@ -170,7 +170,7 @@ func readCheckpoint(r io.Reader, k0, k1 uint64) (*keydir, ckptPos, error) {
 }
 
 // readFrom reads one shard of a checkpoint into s (empty).
-func (s *kdShard) readFrom(r io.Reader) error {
+func (s *kdShard) readFrom(r io.Reader, shard int) error {
 	var head [8]byte
 	if _, err := io.ReadFull(r, head[:]); err != nil {
 		return err
@@ -197,7 +197,10 @@ func (s *kdShard) readFrom(r io.Reader) error {
 	// still match them (a table the probes can trust).
 	used := 0
 	for i := range s.slots {
-		if s.slots[i].hash != 0 {
+		if h := s.slots[i].hash; h != 0 {
+			if int(h>>(64-keydirShardBits)) != shard {
+				return fmt.Errorf("slot %d holds a hash of shard %d", i, h>>(64-keydirShardBits))
+			}
 			used++
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"time"
 
@@ -24,12 +25,12 @@ import (
 // entry and adds the counter deltas to b. Nothing goes to pb. Requires mu.
 func (db *DB) writeJournalLocked(_ *pebble.Batch, b *Batch, o *batchOp, key []byte, seq uint64) error {
 	o.at = db.mu.epochs.cur // a segment holds records of its epoch only
+	if n := frameOverhead + len(key) + o.rec.n; !fitsKeydir(JournalLoc{Len: uint32(n)}) {
+		return fmt.Errorf("lsm: a journal frame of %d bytes is out of the keydir's range", n)
+	}
 	loc, err := db.appendJournalLocked(seq, key, o.rec.of(b.buf))
 	if err != nil {
 		return err
-	}
-	if !fitsKeydir(loc) {
-		return fmt.Errorf("lsm: journal frame %+v out of the keydir's range", loc)
 	}
 	o.loc = loc
 	h := db.kd.hash(key)
@@ -46,6 +47,9 @@ func (db *DB) writeJournalLocked(_ *pebble.Batch, b *Batch, o *batchOp, key []by
 			db.st.tombstones.Add(1)
 		}
 		if old, had, err = db.kd.put(h, kdEntry{loc: loc, exptime: o.exptime, tombstone: o.tomb}); err != nil {
+			// The frame is in the journal with a seq the next commit
+			// would reuse: refuse writes until a restart re-indexes it.
+			db.fail(err)
 			return err
 		}
 	}
@@ -165,6 +169,10 @@ func (db *DB) loadKeydir(b *pebble.Batch, recount bool) error {
 		return err
 	}
 	if recount {
+		// The checkpoint may predate a replicated flush pass that ended
+		// before the crash: its entries below the bound are back, so the
+		// pass runs again (RAM only: it records itself done again).
+		db.mu.flushDone = 0
 		counts := countKeydir(kd, db.liveSegmentEpoch)
 		for e := db.mu.epochs.lo; e <= db.mu.epochs.cur; e++ {
 			c := counts[e]
@@ -301,11 +309,14 @@ func (db *DB) snapshotJournal(fn func(key, rec []byte) error) (History, uint64, 
 	for _, loc := range locs {
 		fr, buf, err := db.j.Read(*fb, loc)
 		*fb = buf
-		if err != nil {
-			if errors.Is(err, ErrCorrupt) {
-				db.corrupt(nil, 0, err)
-			}
+		switch {
+		case errors.Is(err, os.ErrNotExist), errors.Is(err, errFrameLost):
+			continue // dropped with its epoch since the copy, or lost in a crash
+		case errors.Is(err, ErrCorrupt):
+			db.corrupt(nil, 0, err)
 			continue
+		case err != nil:
+			return History{}, 0, fmt.Errorf("lsm: snapshot: %w", err)
 		}
 		if err := fn(fr.Key, fr.Record); err != nil {
 			return History{}, 0, err
@@ -444,6 +455,16 @@ func decodeAppliedFrame(rec []byte) (Applied, error) {
 // slot in a table just doubled (7/16 full).
 const kdBytesPerKey = kdSlotSize * kdLoadDen * 2 / kdLoadNum
 
+// keydirKeyLimit is the keys the keydir may hold within
+// Options.IndexMemory at its worst load; no limit when IndexMemory is not
+// positive.
+func (db *DB) keydirKeyLimit() int64 {
+	if db.opts.IndexMemory <= 0 {
+		return math.MaxInt64
+	}
+	return db.opts.IndexMemory / int64(kdBytesPerKey)
+}
+
 // keydirExcess is how many bytes of the oldest data to drop so that the
 // keydir keeps within Options.IndexMemory (at its worst load, with 1/16
 // to spare, so that drops come in steps): 0 when it is within, or the
@@ -452,7 +473,7 @@ func (db *DB) keydirExcess() int64 {
 	if db.kd == nil {
 		return 0
 	}
-	limit := db.opts.IndexMemory / int64(kdBytesPerKey)
+	limit := db.keydirKeyLimit()
 	keys := int64(db.kd.len())
 	if keys <= limit {
 		return 0

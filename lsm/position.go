@@ -93,7 +93,7 @@ func decodePos(k, v []byte, e *posEntry) error {
 	if e.kind < posItem || e.kind > posDelete {
 		return fmt.Errorf("%w: position entry kind %d", ErrCorrupt, e.kind)
 	}
-	if e.loc.Len < frameOverhead || !fitsKeydir(e.loc) || e.exptime < 0 {
+	if e.loc.Len < frameOverhead || !fitsKeydir(e.loc) {
 		return fmt.Errorf("%w: position entry of frame %+v, exptime %d", ErrCorrupt, e.loc, e.exptime)
 	}
 	p := v[posFixedLen:n]

@@ -12,6 +12,9 @@ func TestPosEntryRoundTrip(t *testing.T) {
 		{loc: JournalLoc{Segment: 1<<32 - 1, Off: 1<<32 - 1, Len: 1 << 30}, kind: posTombstone, exptime: 1_800_000_000,
 			version: Version{HLC: 1 << 60, Node: 7}, key: bytes.Repeat([]byte("x"), maxPosKeyLen)},
 		{loc: JournalLoc{Segment: 9, Off: 4096, Len: 100}, kind: posDelete, key: []byte("gone")},
+		// A peer's record may carry any exptime; the loader treats a
+		// negative one as expired.
+		{loc: JournalLoc{Segment: 9, Off: 8192, Len: 100}, kind: posItem, exptime: -5, key: []byte("past")},
 	} {
 		k := appendPosKey(nil, in.loc)
 		v := appendPosValue(nil, &in)
