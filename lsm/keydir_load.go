@@ -15,8 +15,8 @@ type epochCount struct{ items, bytes int64 }
 // an item that has expired by now, or any record below the bound of a
 // flush marker in effect, removes the key's older entry without taking
 // its place. Entries of segments that are not live (their epoch
-// was dropped) are skipped. The loader keeps the per-epoch counts exact as
-// it goes, so that a rebuild also rebuilds the counters.
+// was dropped) are skipped. (countKeydir counts the result, when the
+// counters must be rebuilt.)
 //
 // The replay is partitioned: add sorts each entry into its shard's list
 // (in order), and finish replays the lists a shard at a time, so that the
@@ -31,9 +31,8 @@ type keydirLoader struct {
 	epochOf func(seg uint32) (epoch uint32, ok bool)
 	// bound, when set, is the bound of a flush marker in effect
 	// (Options.Replicated): records below it are flushed.
-	bound  Version
-	parts  [keydirShards][]kdOp
-	counts map[uint32]epochCount
+	bound Version
+	parts [keydirShards][]kdOp
 
 	entries, skipped int // entries replayed, entries of dead segments
 }
@@ -46,7 +45,7 @@ type kdOp struct {
 }
 
 func newKeydirLoader(k *keydir, now int64, epochOf func(uint32) (uint32, bool)) *keydirLoader {
-	return &keydirLoader{k: k, now: now, epochOf: epochOf, counts: map[uint32]epochCount{}}
+	return &keydirLoader{k: k, now: now, epochOf: epochOf}
 }
 
 // add queues one entry.
@@ -89,17 +88,12 @@ func (l *keydirLoader) replay(s *kdShard, ops []kdOp) error {
 	for i := range ops {
 		op := &ops[i]
 		j := s.find(op.slot.hash)
-		var old kdEntry
-		had := j >= 0
-		if had {
-			old = s.slots[j].entry()
-		}
 		switch {
 		case op.remove:
-			if had {
+			if j >= 0 {
 				s.remove(j)
 			}
-		case had:
+		case j >= 0:
 			s.slots[j] = op.slot
 		default:
 			if s.n >= s.growAt {
@@ -109,25 +103,8 @@ func (l *keydirLoader) replay(s *kdShard, ops []kdOp) error {
 			}
 			s.insert(op.slot)
 		}
-		if had && !old.tombstone {
-			if oe, ok := l.epochOf(old.loc.Segment); ok {
-				l.count(oe, -1, -int64(old.loc.Len-frameOverhead))
-			}
-		}
-		if e := op.slot.entry(); !op.remove && !e.tombstone {
-			if ne, ok := l.epochOf(e.loc.Segment); ok {
-				l.count(ne, 1, int64(e.loc.Len-frameOverhead))
-			}
-		}
 	}
 	return nil
-}
-
-func (l *keydirLoader) count(epoch uint32, items, bytes int64) {
-	c := l.counts[epoch]
-	c.items += items
-	c.bytes += bytes
-	l.counts[epoch] = c
 }
 
 // loadPositions queues every position entry r holds from position from

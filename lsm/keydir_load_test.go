@@ -110,9 +110,13 @@ func TestKeydirLoad(t *testing.T) {
 	if k.len() != len(model) {
 		t.Fatalf("keydir has %d entries, model %d", k.len(), len(model))
 	}
-	for e := range l.counts {
-		if l.counts[e] != counts[e] {
-			t.Fatalf("epoch %d counted %+v, want %+v", e, l.counts[e], counts[e])
+	got := countKeydir(k, func(seg uint32) (uint32, bool) { return seg * 10, seg > dead })
+	if len(got) != len(counts) {
+		t.Fatalf("counted epochs %v, want %v", got, counts)
+	}
+	for e := range counts {
+		if got[e] != counts[e] {
+			t.Fatalf("epoch %d counted %+v, want %+v", e, got[e], counts[e])
 		}
 	}
 }
