@@ -443,6 +443,22 @@ func (db *DB) load() error {
 	if _, err := j.RemoveBelow(db.mu.epochs.lo); err != nil {
 		return err
 	}
+	// A segment of an epoch above the table's: the commit that advanced
+	// the epoch was in Pebble's WAL buffer when the process died, while
+	// frames of the new epoch reached the journal. The segment's header
+	// is durable evidence of the advance: take it again, or those frames
+	// (and a peer's applied offsets among them) would be dropped as dead.
+	top := db.mu.epochs.cur
+	for _, s := range j.Segments() {
+		top = max(top, s.Epoch)
+	}
+	if top > db.mu.epochs.cur {
+		for db.mu.epochs.cur < top {
+			db.mu.epochs.advance()
+		}
+		_ = b.Set(metaEpochs, db.mu.epochs.encode(), nil)
+		db.log.Warn("epoch advance lost in a crash taken again from the journal", "epoch", top)
+	}
 	db.publishEpochs()
 	if db.useJournal {
 		if err := db.loadKeydir(b, !clean && !fresh); err != nil {
