@@ -80,7 +80,7 @@ func (l *keydirLoader) finish() error {
 }
 
 func (l *keydirLoader) replay(s *kdShard, ops []kdOp) error {
-	for s.growAt < len(ops)/2 && s.growAt < len(ops) { // presize to about the keys, at most
+	for s.growAt < len(ops)/2 { // presize for about half the entries: most are keys
 		if err := s.grow(); err != nil {
 			return err
 		}

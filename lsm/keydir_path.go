@@ -54,7 +54,13 @@ func (db *DB) writeJournalLocked(_ *pebble.Batch, b *Batch, o *batchOp, key []by
 		}
 	}
 	if had && !old.tombstone {
-		if e, ok := db.j.SegmentEpoch(old.loc.Segment); ok {
+		// An overwrite within the open segment (the common one) knows its
+		// epoch: the open segment's is the current one.
+		e, ok := o.at, old.loc.Segment == loc.Segment
+		if !ok {
+			e, ok = db.j.SegmentEpoch(old.loc.Segment)
+		}
+		if ok {
 			b.deltas = append(b.deltas, epochDelta{e, -1, -int64(old.loc.Len - frameOverhead)})
 		}
 	}
