@@ -120,6 +120,12 @@ type Options struct {
 	// was created with: Open refuses it to the other one.
 	JournalMin int
 
+	// BufferedJournal writes the journal through the page cache always.
+	// By default, while RAM holds a copy of every record
+	// (ReleaseJournalPages), the open segment is written with O_DIRECT
+	// where the file system takes it (journal_direct.go).
+	BufferedJournal bool
+
 	// Codec compresses values of at least CompressMin bytes (default 256)
 	// when that saves at least 1/8. The zero Codec means the default,
 	// CodecS2; a negative CompressMin switches compression off (the
@@ -311,6 +317,9 @@ type Stats struct {
 	// JournalReleased the bytes it dropped (tcache_disk_journal_released_bytes).
 	JournalReleasing uint64
 	JournalReleased  uint64
+	// JournalDirectBytes counts the bytes written to the journal with
+	// O_DIRECT, padding included (tcache_disk_journal_direct_bytes).
+	JournalDirectBytes uint64
 	// CompressSkipped counts values stored uncompressed without an
 	// attempt, during a pause after a run of values that did not compress
 	// (record.go; tcache_disk_compress_skipped).

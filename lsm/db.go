@@ -440,6 +440,7 @@ func (db *DB) load() error {
 		return err
 	}
 	db.j = j
+	j.noDirect.Store(db.opts.BufferedJournal)
 	if _, err := j.RemoveBelow(db.mu.epochs.lo); err != nil {
 		return err
 	}
@@ -863,6 +864,7 @@ func (db *DB) Stats() Stats {
 	if db.j.rel.on.Load() {
 		s.JournalReleasing = 1
 	}
+	s.JournalDirectBytes = db.j.directBytes.Load()
 	return s
 }
 

@@ -15,7 +15,9 @@
 // mode the disk stays near DiskLimit by dropping the oldest data in whole
 // epochs (range deletions, the removal of their journal segments and a
 // compaction, so files are freed), and a journal store's keydir within
-// IndexMemory the same way; in persistent mode nothing is dropped and
+// IndexMemory the same way (while the caller holds every record in RAM,
+// ReleaseJournalPages, the journal is written with O_DIRECT:
+// journal_direct.go); in persistent mode nothing is dropped and
 // Commit returns ErrDiskFull at the limit. Maintain sweeps expired records
 // and turns flush_all into a range deletion. Get applies no memcached rule
 // (expiry, flush marker): the engine does. A record that fails its checks

@@ -59,6 +59,10 @@ type journal struct {
 	dir    string
 	fsyncs *atomic.Uint64 // counts fdatasyncs (nil: not counted)
 	rel    pageRelease    // whether synced frames leave the page cache
+	// noDirect: the open segment is never written with O_DIRECT
+	// (journal_direct.go): turned off, or the file system refused it.
+	noDirect    atomic.Bool
+	directBytes atomic.Uint64 // written with O_DIRECT
 
 	w atomic.Pointer[segmentWriter] // the open segment; nil after Close
 	// wmu guards the open segment's buffer and offset (Append, Write,
@@ -237,7 +241,7 @@ func openJournal(fs vfs.FS, dir string, epoch uint32, clean bool, fsyncs *atomic
 		next = last + 1
 		s := j.segs[last]
 		if clean && s.epoch == epoch {
-			w, err := reopenSegment(fs, fs.PathJoin(dir, segmentName(last)), last, epoch, s.size, fsyncs, &j.rel)
+			w, err := reopenSegment(fs, fs.PathJoin(dir, segmentName(last)), last, epoch, s.size, j)
 			if err != nil {
 				j.closeFiles()
 				return nil, err
@@ -328,7 +332,7 @@ func (j *journal) create(id, epoch uint32) error {
 	j.mu.Lock()
 	j.segs[id] = newSegmentFile(r, epoch, 0)
 	j.mu.Unlock()
-	j.w.Store(newSegmentWriter(f, id, epoch, int64(len(hdr)), j.fsyncs, &j.rel))
+	j.w.Store(newSegmentWriter(f, id, epoch, int64(len(hdr)), j))
 	return nil
 }
 
@@ -349,19 +353,24 @@ func syncDir(fs vfs.FS, dir string) error {
 	return nil
 }
 
-// reopenSegment opens segment id of epoch for appending at end.
-func reopenSegment(fs vfs.FS, path string, id, epoch uint32, end int64, fsyncs *atomic.Uint64, rel *pageRelease) (*segmentWriter, error) {
+// reopenSegment opens segment id of epoch of journal j for appending at
+// end.
+func reopenSegment(fs vfs.FS, path string, id, epoch uint32, end int64, j *journal) (*segmentWriter, error) {
 	f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return nil, fmt.Errorf("lsm: journal: %w", err)
 	}
-	return newSegmentWriter(f, id, epoch, end, fsyncs, rel), nil
+	return newSegmentWriter(f, id, epoch, end, j), nil
 }
 
-// newSegmentWriter is the writer of segment id, whose file f holds end
-// bytes, all of them durable.
-func newSegmentWriter(f vfs.File, id, epoch uint32, end int64, fsyncs *atomic.Uint64, rel *pageRelease) *segmentWriter {
-	w := &segmentWriter{f: f, id: id, epoch: epoch, off: end, fsyncs: fsyncs, rel: rel}
+// newSegmentWriter is the writer of journal j's segment id, whose file f
+// holds end bytes, all of them durable.
+func newSegmentWriter(f vfs.File, id, epoch uint32, end int64, j *journal) *segmentWriter {
+	w := &segmentWriter{f: f, id: id, epoch: epoch, off: end, fsyncs: j.fsyncs, rel: &j.rel,
+		noDirect: &j.noDirect, directBytes: &j.directBytes, fd: -1, handed: end}
+	if fd := f.Fd(); fd != vfs.InvalidFd {
+		w.fd = int(fd)
+	}
 	w.appended.Store(end)
 	w.written.Store(end)
 	w.synced.Store(end)
@@ -410,11 +419,20 @@ func (j *journal) Append(seq uint64, key, rec []byte) (JournalLoc, error) {
 		return JournalLoc{}, err
 	}
 	at := w.off + int64(len(w.buf))
+	if w.d != nil {
+		// An aligned buffer is handed over whole, not grown (Go's
+		// append would move it to an unaligned one).
+		n := frameOverhead + len(key) + len(rec)
+		if len(w.buf)+n > cap(w.buf) {
+			w.handOver()
+			w.reserveDirect(n) // a frame larger than a buffer
+		}
+	}
 	w.buf = appendFrame(w.buf, seq, key, rec)
 	end := w.off + int64(len(w.buf))
 	w.appended.Store(end)
 	loc := JournalLoc{Segment: w.id, Off: at, Len: uint32(end - at)}
-	if len(w.buf) >= journalWriteChunk {
+	if len(w.buf) >= w.chunk() {
 		if _, err := w.write(); err != nil {
 			return JournalLoc{}, err
 		}
@@ -423,11 +441,18 @@ func (j *journal) Append(seq uint64, key, rec []byte) (JournalLoc, error) {
 }
 
 // Write writes every appended frame to the file and returns the open
-// segment's written end (the offset to pass to SyncTo).
+// segment's written end (the offset to pass to SyncTo). In direct mode
+// it waits for the device without holding up appends.
 func (j *journal) Write() (int64, error) {
 	j.wmu.Lock()
-	defer j.wmu.Unlock()
-	return j.w.Load().write()
+	w := j.w.Load()
+	end, err := w.write()
+	d := w.d
+	j.wmu.Unlock()
+	if err == nil && d != nil {
+		err = d.waitFor(w, end)
+	}
+	return end, err
 }
 
 // SyncTo makes the open segment durable up to end (from Write). Callers
@@ -445,7 +470,7 @@ func (j *journal) Roll(id, epoch uint32) error {
 	if id <= w.id {
 		return fmt.Errorf("lsm: journal: roll to segment %d after %d", id, w.id)
 	}
-	end, err := w.write()
+	end, err := w.finish()
 	if err == nil {
 		err = w.syncTo(end)
 	}
@@ -462,8 +487,8 @@ func (j *journal) Roll(id, epoch uint32) error {
 	}
 	j.mu.Lock()
 	if s := j.segs[w.id]; s != nil {
-		s.size = w.off
-		j.sealed += w.off
+		s.size = end
+		j.sealed += end
 	}
 	j.mu.Unlock()
 	return j.create(id, epoch)
@@ -518,6 +543,10 @@ func (j *journal) readPrefix(dst []byte, loc JournalLoc, n int) ([]byte, error) 
 			if !ok {
 				return dst, errPastEnd(loc)
 			}
+			return dst, nil
+		}
+		if w != nil && w.id == loc.Segment && w.d != nil && w.d.copyQueued(dst, loc.Off, int64(loc.Len)) {
+			j.wmu.Unlock() // handed to the device writer, not yet written
 			return dst, nil
 		}
 		j.wmu.Unlock() // written meanwhile: read the file
@@ -720,7 +749,7 @@ func (j *journal) Close() error {
 	var err error
 	if w := j.w.Load(); w != nil {
 		var end int64
-		if end, err = w.write(); err == nil {
+		if end, err = w.finish(); err == nil {
 			err = w.syncTo(end)
 		}
 		if cerr := w.f.Close(); err == nil && cerr != nil {
@@ -763,13 +792,52 @@ type segmentWriter struct {
 
 	rel      *pageRelease
 	released int64 // under syncMu: the page cache below it was released
+
+	// Direct mode (journal_direct.go): d is the device writer while the
+	// segment is written with O_DIRECT (journal.wmu); buf then starts at
+	// the block-aligned off, and handed is the end of the frames handed
+	// to d.
+	d           *directWriter
+	fd          int // the file's descriptor, -1 when it has none
+	handed      int64
+	noDirect    *atomic.Bool
+	directBytes *atomic.Uint64
 }
 
-// write writes buf to the file. Requires journal.wmu.
+// chunk is the size at which Append writes by itself. Requires
+// journal.wmu.
+func (w *segmentWriter) chunk() int {
+	if w.d != nil {
+		return directChunk
+	}
+	return journalWriteChunk
+}
+
+// write writes buf to the file, or in direct mode hands it to the device
+// writer, and returns the end of the frames it covers. Requires
+// journal.wmu.
 func (w *segmentWriter) write() (int64, error) {
 	if err := w.failure(); err != nil {
 		return 0, err
 	}
+	direct := w.rel != nil && w.rel.on.Load() && !w.noDirect.Load()
+	if w.d != nil && !direct {
+		if err := w.setDirect(false); err != nil {
+			return 0, err
+		}
+	}
+	if w.d != nil {
+		return w.handOver(), nil
+	}
+	end, err := w.writeBuffered()
+	if err == nil && direct {
+		err = w.setDirect(true)
+	}
+	return end, err
+}
+
+// writeBuffered writes buf through the page cache. Requires journal.wmu.
+func (w *segmentWriter) writeBuffered() (int64, error) {
 	if len(w.buf) > 0 {
 		n, err := w.f.WriteAt(w.buf, w.off) // at off: a reopened file's position is 0
 		w.off += int64(n)
@@ -794,13 +862,41 @@ func (w *segmentWriter) write() (int64, error) {
 		}
 	}
 	w.written.Store(w.off)
+	w.handed = w.off
 	return w.off, nil
+}
+
+// finish writes every appended frame, ends direct mode (truncating the
+// zeros of the last block's padding) and returns the end of the frames:
+// the segment is ready to sync and close. Requires journal.wmu.
+func (w *segmentWriter) finish() (int64, error) {
+	end, err := w.write()
+	if w.d == nil {
+		return end, err
+	}
+	if cerr := w.d.close(); err == nil {
+		err = cerr
+	}
+	w.d = nil
+	if err == nil {
+		if err = ftruncate(w.fd, end); err != nil {
+			err = fmt.Errorf("%w: segment %d: truncate: %w", ErrJournalFailed, w.id, err)
+		}
+	}
+	if err != nil {
+		w.err = err
+		return 0, err
+	}
+	return end, nil
 }
 
 // failure is the error that stops appends: a failed write or sync.
 func (w *segmentWriter) failure() error {
 	if w.err != nil {
 		return w.err
+	}
+	if w.d != nil && w.d.failed.Load() {
+		return w.d.failure()
 	}
 	if w.failed.Load() {
 		w.syncMu.Lock()

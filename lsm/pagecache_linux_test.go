@@ -83,6 +83,7 @@ func TestReleaseJournalPages(t *testing.T) {
 	o := testOptions(vfs.Default, clock.NewFake(testStart))
 	o.Dir = dir
 	o.DurabilityInterval = time.Hour // the test runs the syncer itself
+	o.BufferedJournal = true         // direct writes leave no pages: TestDirectJournalDB
 	db := mustOpen(t, o)
 	defer db.Close()
 	seg := filepath.Join(dir, journalDirName, segmentName(db.j.Segment()))
@@ -140,4 +141,74 @@ func TestReleaseJournalPages(t *testing.T) {
 			t.Fatalf("k%d: %d bytes, found %v", i, len(v), ok)
 		}
 	}
+}
+
+// While the caller says RAM holds everything, the journal's frames go to
+// the device with O_DIRECT: they leave no pages in the page cache, read
+// back (from the writer's buffers, then the device), survive a clean
+// close and a reopen, and the mode ends when the caller turns the release
+// off. BufferedJournal keeps the page cache.
+func TestDirectJournalDB(t *testing.T) {
+	dir := t.TempDir()
+	probePageRelease(t, dir)
+	o := testOptions(vfs.Default, clock.NewFake(testStart))
+	o.Dir = dir
+	o.DurabilityInterval = time.Hour // the test runs the syncer itself
+	db := mustOpen(t, o)
+	seg := filepath.Join(dir, journalDirName, segmentName(db.j.Segment()))
+	n := 0
+	write := func(count int) {
+		for range count {
+			put(t, db, fmt.Sprint("k", n), string(randomValue(fmt.Sprint(n), 3000)), 0, uint64(n+1))
+			n++
+		}
+	}
+	check := func(db *DB) {
+		t.Helper()
+		for i := range n {
+			if v, ok := get(t, db, fmt.Sprint("k", i)); !ok || v != string(randomValue(fmt.Sprint(i), 3000)) {
+				t.Fatalf("k%d: %d bytes, found %v", i, len(v), ok)
+			}
+		}
+	}
+
+	write(10) // before the release: through the page cache
+	db.ReleaseJournalPages(true)
+	write(1000) // about 3 MB: direct once the first write switched
+	db.syncWAL()
+	if db.j.w.Load().d == nil {
+		t.Skipf("%s takes no O_DIRECT: the journal stayed in the page cache", dir)
+	}
+	st := db.Stats()
+	if st.JournalDirectBytes < 2<<20 {
+		t.Fatalf("%d bytes written direct, want about 3 MB", st.JournalDirectBytes)
+	}
+	res := residentPages(t, seg)
+	cached := 0
+	for _, r := range res[1:] {
+		if r {
+			cached++
+		}
+	}
+	if cached > len(res)/10 {
+		t.Fatalf("%d of %d pages of a directly written segment cached", cached, len(res))
+	}
+	check(db)
+
+	db.ReleaseJournalPages(false)
+	write(300)
+	db.syncWAL()
+	if db.j.w.Load().d != nil {
+		t.Fatal("still direct after the release was turned off")
+	}
+	if res := residentPages(t, seg); !res[len(res)-2] {
+		t.Fatal("a page written after the release was turned off is not cached")
+	}
+	check(db)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = mustOpen(t, o)
+	defer db.Close()
+	check(db)
 }

@@ -308,6 +308,7 @@ func diskStats(sw statSink, es *engine.Stats, ds *lsm.Stats) {
 	sw.u("tcache_disk_journal_segments", ds.JournalSegments)
 	sw.u("tcache_disk_journal_releasing", ds.JournalReleasing)
 	sw.u("tcache_disk_journal_released_bytes", ds.JournalReleased)
+	sw.u("tcache_disk_journal_direct_bytes", ds.JournalDirectBytes)
 	sw.u("tcache_disk_compress_skipped", ds.CompressSkipped)
 	sw.u("tcache_disk_index_pending", ds.IndexPending)
 	sw.u("tcache_disk_index_pending_bytes", ds.IndexPendingBytes)

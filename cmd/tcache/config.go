@@ -105,6 +105,9 @@ type Options struct {
 	// CompressMin is the smallest value compressed (key compress_min).
 	// Default 256.
 	CompressMin int
+	// DiskDirectIO writes the journal with O_DIRECT while RAM holds every
+	// item (key disk_direct_io). Default true.
+	DiskDirectIO bool
 	// LogRetentionBytes and LogRetentionAge bound this node's write-ahead
 	// log (keys log_retention_bytes, log_retention_age). Defaults 1 GiB, 24h.
 	LogRetentionBytes int64
@@ -196,6 +199,7 @@ func defaultOptions() Options {
 		DiskMaintenanceInterval: time.Second,
 
 		ReplServeWhileSyncing: true,
+		DiskDirectIO:          true,
 		ReplSyncTimeout:       30 * time.Second,
 		ReplMaxClockSkew:      500 * time.Millisecond,
 	}
@@ -330,6 +334,13 @@ func settings() []setting {
 				n, ok := parseInt(s, 1, math.MaxInt32)
 				o.CompressMin = int(n)
 				return "must be an integer number of bytes ≥ 1", ok
+			}},
+		{key: "disk_direct_io", def: true, flag: "disk-direct-io",
+			usage: "write the disk journal with O_DIRECT (past the page cache) while RAM holds every item (true or false)",
+			parse: func(o *Options, s string) (string, bool) {
+				b, err := strconv.ParseBool(s)
+				o.DiskDirectIO = b
+				return "must be true or false", err == nil
 			}},
 		{key: "log_retention_bytes", def: "1g", flag: "log-retention-bytes",
 			usage: "keep at most this much write-ahead log, a `size` (512m, 1g)",

@@ -226,6 +226,7 @@ func openDisk(o Options, b memoryBudget, logger *slog.Logger) (*lsm.DB, error) {
 		MemTableSize:        b.memTable,
 		IndexMemory:         b.index,
 		CompressMin:         o.CompressMin,
+		BufferedJournal:     !o.DiskDirectIO,
 		LogRetentionBytes:   o.LogRetentionBytes,
 		LogRetentionAge:     o.LogRetentionAge,
 		MaintenanceInterval: o.DiskMaintenanceInterval,
