@@ -335,27 +335,30 @@ type Stats struct {
 	// KeydirKeys is the keys the keydir holds (tcache_disk_keydir_keys),
 	// KeydirBytes the RAM its tables take (tcache_disk_keydir_bytes):
 	// docs/keydir.md. Zero for a store that keeps its records in Pebble.
-	KeydirKeys   uint64
-	KeydirBytes  uint64
-	HintHits     uint64 // tcache_disk_hint_hits: reads that went straight to the record
-	HintMisses   uint64 // tcache_disk_hint_misses: hinted reads that fell back to the k index
-	IndexReads   uint64 // tcache_disk_index_reads: lookups that read the k index (no usable hint)
-	Drops        uint64 // tcache_disk_drops: epochs dropped for the limit (cache mode)
-	DroppedItems uint64 // extstore_objects_evicted
-	DroppedBytes uint64 // extstore_bytes_evicted
-	Epochs       uint64 // tcache_disk_epochs: live epochs
-	DiskFull     uint64 // tcache_disk_full_errors: writes refused (persistent mode)
-	WriteErrors  uint64 // tcache_disk_write_errors
-	SweeperRuns  uint64 // tcache_disk_sweeper_runs
-	Swept        uint64 // tcache_disk_swept: expired records deleted by the sweeper
-	Fsyncs       uint64 // tcache_disk_fsyncs: WAL and journal fsyncs
-	Commits      uint64 // tcache_disk_commits
-	CompactDebt  uint64 // tcache_disk_compaction_debt (bytes)
-	LogFirst     uint64 // tcache_log_first_seq
-	LogLast      uint64 // tcache_log_last_seq
-	Tombstones   uint64 // tcache_disk_tombstones: tombstones written (Options.Replicated)
-	TombSwept    uint64 // tcache_disk_tombstones_swept: tombstones removed once the log passed them
-	History      uint64 // tcache_log_history: the current log history id
+	KeydirKeys  uint64
+	KeydirBytes uint64
+	// KeydirCheckpoints counts the checkpoints the maintenance pass wrote
+	// (tcache_disk_keydir_checkpoints); Close writes one more.
+	KeydirCheckpoints uint64
+	HintHits          uint64 // tcache_disk_hint_hits: reads that went straight to the record
+	HintMisses        uint64 // tcache_disk_hint_misses: hinted reads that fell back to the k index
+	IndexReads        uint64 // tcache_disk_index_reads: lookups that read the k index (no usable hint)
+	Drops             uint64 // tcache_disk_drops: epochs dropped for the limit (cache mode)
+	DroppedItems      uint64 // extstore_objects_evicted
+	DroppedBytes      uint64 // extstore_bytes_evicted
+	Epochs            uint64 // tcache_disk_epochs: live epochs
+	DiskFull          uint64 // tcache_disk_full_errors: writes refused (persistent mode)
+	WriteErrors       uint64 // tcache_disk_write_errors
+	SweeperRuns       uint64 // tcache_disk_sweeper_runs
+	Swept             uint64 // tcache_disk_swept: expired records deleted by the sweeper
+	Fsyncs            uint64 // tcache_disk_fsyncs: WAL and journal fsyncs
+	Commits           uint64 // tcache_disk_commits
+	CompactDebt       uint64 // tcache_disk_compaction_debt (bytes)
+	LogFirst          uint64 // tcache_log_first_seq
+	LogLast           uint64 // tcache_log_last_seq
+	Tombstones        uint64 // tcache_disk_tombstones: tombstones written (Options.Replicated)
+	TombSwept         uint64 // tcache_disk_tombstones_swept: tombstones removed once the log passed them
+	History           uint64 // tcache_log_history: the current log history id
 	// Recounting is 1 while the item and byte counters are being rebuilt
 	// after an unclean shutdown (tcache_disk_recounting); Items and
 	// ItemBytes are then partial.

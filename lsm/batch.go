@@ -517,6 +517,7 @@ func (db *DB) appendJournalLocked(seq uint64, key, rec []byte) (JournalLoc, erro
 			return JournalLoc{}, err
 		}
 	}
+	db.mu.framesSinceCkpt++
 	return db.j.Append(seq, key, rec)
 }
 

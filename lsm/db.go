@@ -89,7 +89,16 @@ type DB struct {
 		// found in the journal's tail (journal stores: Pebble holds the
 		// ones of ingested segments).
 		applied map[uint64]Applied
+		// framesSinceCkpt counts the journal frames appended since the
+		// last keydir checkpoint (or Open): what a crash would replay.
+		framesSinceCkpt int64
 	}
+
+	// ckptMu makes keydir checkpoints one at a time (the maintenance
+	// pass's and Close's write the same file); ckptEvery, when not zero,
+	// replaces checkpointDue's rule (tests).
+	ckptMu    sync.Mutex
+	ckptEvery int64
 
 	// maintainMu makes Maintain passes one at a time; it also guards the
 	// cursors of the bounded passes.
@@ -111,7 +120,7 @@ type DB struct {
 		reads, bytesRead, writes, bytesWritten, badCRC       atomic.Uint64
 		drops, droppedItems, droppedBytes, diskFull          atomic.Uint64
 		writeErrors, sweeperRuns, swept, commits, compactDbt atomic.Uint64
-		tombstones, tombSwept                                atomic.Uint64
+		tombstones, tombSwept, checkpoints                   atomic.Uint64
 		hintHits, hintMisses, indexReads, lost, ingests      atomic.Uint64
 	}
 
@@ -730,7 +739,10 @@ func (db *DB) Close() error {
 	if db.kd != nil && db.failed() == nil && jerr == nil {
 		// Not an error to report: without it the next open replays the
 		// position entries (slower, as after a crash).
-		if err := writeCheckpoint(db.opts.FS, db.checkpointPath(), db.kd, ckptPos{Seg: seg, Off: end}); err != nil {
+		db.ckptMu.Lock()
+		err := writeCheckpoint(db.opts.FS, db.checkpointPath(), db.kd, ckptPos{Seg: seg, Off: end}, false)
+		db.ckptMu.Unlock()
+		if err != nil {
 			// An older checkpoint would miss what this run removed in RAM
 			// only (swept, flushed): without one, Open replays every
 			// position entry instead.
@@ -857,6 +869,7 @@ func (db *DB) Stats() Stats {
 	s.IndexPending, s.IndexPendingBytes = uint64(pos), uint64(max(mem, 0))
 	if db.kd != nil {
 		s.KeydirKeys, s.KeydirBytes = uint64(db.kd.len()), uint64(db.kd.bytes())
+		s.KeydirCheckpoints = db.st.checkpoints.Load()
 	}
 	if db.recounting.Load() {
 		s.Recounting = 1

@@ -50,16 +50,18 @@ var errNoCheckpoint = errors.New("lsm: keydir: no usable checkpoint")
 
 // writeCheckpoint writes k, which covers the journal up to pos, to path:
 // into a temporary file, synced, then renamed over path and the directory
-// synced, so that a crash leaves the old checkpoint or the new one. No
-// commit may change k meanwhile (the caller holds the shards still: Close,
-// or a pass that copies them).
-func writeCheckpoint(fs vfs.FS, path string, k *keydir, pos ckptPos) error {
+// synced, so that a crash leaves the old checkpoint or the new one. With
+// live false no commit may change k meanwhile (Close); with live true
+// commits go on, and each shard is copied under its lock: a fuzzy
+// checkpoint, whose shards hold everything before pos and some of what
+// came after, which the replay from pos applies again in order.
+func writeCheckpoint(fs vfs.FS, path string, k *keydir, pos ckptPos, live bool) error {
 	tmp := path + ".tmp"
 	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("lsm: keydir checkpoint: %w", err)
 	}
-	err = writeCheckpointTo(f, k, pos)
+	err = writeCheckpointTo(f, k, pos, live)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -83,7 +85,7 @@ func writeCheckpoint(fs vfs.FS, path string, k *keydir, pos ckptPos) error {
 	return nil
 }
 
-func writeCheckpointTo(w io.Writer, k *keydir, pos ckptPos) error {
+func writeCheckpointTo(w io.Writer, k *keydir, pos ckptPos, live bool) error {
 	hdr := make([]byte, 0, ckptHdrLen)
 	hdr = append(hdr, ckptMagic...)
 	hdr = append(hdr, ckptVersion)
@@ -97,16 +99,27 @@ func writeCheckpointTo(w io.Writer, k *keydir, pos ckptPos) error {
 	if _, err := w.Write(hdr); err != nil {
 		return err
 	}
+	var copied []byte // live: the shard's table, copied under its lock
 	for i := range k.shards {
 		s := &k.shards[i]
 		var head [8]byte
-		binary.BigEndian.PutUint32(head[:], uint32(len(s.slots)))
-		binary.BigEndian.PutUint32(head[4:], uint32(s.n))
-		crc := crc32.Update(crc32.Checksum(head[:], castagnoli), castagnoli, s.mem)
+		mem := s.mem
+		if live {
+			s.mu.Lock()
+			copied = append(copied[:0], s.mem...)
+			binary.BigEndian.PutUint32(head[:], uint32(len(s.slots)))
+			binary.BigEndian.PutUint32(head[4:], uint32(s.n))
+			s.mu.Unlock()
+			mem = copied
+		} else {
+			binary.BigEndian.PutUint32(head[:], uint32(len(s.slots)))
+			binary.BigEndian.PutUint32(head[4:], uint32(s.n))
+		}
+		crc := crc32.Update(crc32.Checksum(head[:], castagnoli), castagnoli, mem)
 		if _, err := w.Write(head[:]); err != nil {
 			return err
 		}
-		if _, err := w.Write(s.mem); err != nil {
+		if _, err := w.Write(mem); err != nil {
 			return err
 		}
 		if _, err := w.Write(binary.BigEndian.AppendUint32(nil, crc)); err != nil {

@@ -185,6 +185,9 @@ func (db *DB) loadKeydir(b *pebble.Batch, recount bool) error {
 			*db.mu.epochs.at(e) = epochStat{items: c.items, bytes: c.bytes}
 		}
 	}
+	// What this open replayed, a crash would replay again: it counts
+	// toward the next checkpoint.
+	db.mu.framesSinceCkpt = int64(l.entries)
 	db.log.Info("keydir loaded", "keys", kd.len(), "checkpoint", pos != ckptPos{}, "checkpoint_took",
 		fromCkpt.Round(time.Microsecond).String(), "positions_replayed", l.entries,
 		"took", time.Since(began).Round(time.Microsecond).String())

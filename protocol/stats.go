@@ -315,6 +315,7 @@ func diskStats(sw statSink, es *engine.Stats, ds *lsm.Stats) {
 	sw.u("tcache_disk_index_ingests", ds.IndexIngests)
 	sw.u("tcache_disk_keydir_keys", ds.KeydirKeys)
 	sw.u("tcache_disk_keydir_bytes", ds.KeydirBytes)
+	sw.u("tcache_disk_keydir_checkpoints", ds.KeydirCheckpoints)
 	sw.u("tcache_disk_read_errors", es.ReadErrors)
 	sw.u("tcache_disk_commit_errors", es.CommitErrors)
 	sw.u("tcache_disk_full_errors", ds.DiskFull)
