@@ -512,7 +512,8 @@ func (db *DB) writeRecordLocked(pb *pebble.Batch, b *Batch, o *batchOp, key []by
 // maxSegmentSize bytes and a pending table within Options.MemTableSize.
 // Requires mu.
 func (db *DB) appendJournalLocked(seq uint64, key, rec []byte) (JournalLoc, error) {
-	if db.j.Epoch() < db.mu.epochs.cur || db.j.OpenSize() >= maxSegmentSize || db.pend.open.mem >= db.opts.MemTableSize {
+	if db.j.Epoch() < db.mu.epochs.cur || db.j.OpenSize() >= maxSegmentSize ||
+		db.pend.open.mem >= db.opts.MemTableSize || db.pend.open.arenaFull() {
 		if err := db.rollLocked(); err != nil {
 			return JournalLoc{}, err
 		}

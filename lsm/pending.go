@@ -34,16 +34,41 @@ type pendingLog struct {
 }
 
 // pendingPos is a position entry kept in a segIndex's arena: its s key
-// (posKeyLen bytes) followed by its value, n bytes in all.
+// (posKeyLen bytes) followed by its value, n bytes in all, at arena
+// reference off.
 type pendingPos struct{ off, n uint32 }
+
+// The arena of a pending table is a list of chunks of arenaChunk bytes,
+// each filled once and never moved: a table grows to MemTableSize (32 MiB
+// at -m 1024) under the commit mutex, and one growing slice would copy
+// itself there each time it outgrew its capacity (by a quarter, once
+// large: about four times its final size copied in all, 24 MiB at once
+// near the end). An entry's reference is its chunk's index (the high
+// bits) and its offset in the chunk (the low arenaShift bits).
+const (
+	arenaShift = 18
+	arenaChunk = 1 << arenaShift // 256 KiB; every entry is far smaller
+	// arenaMaxChunks is where a table's arena stops taking entries
+	// (arenaFull): 2^14 chunks is 4 GiB, the reach of a 32-bit
+	// reference; the margin is for the entries of the commit that sees
+	// it full.
+	arenaMaxChunks = 1<<(32-arenaShift) - 256
+)
+
+// arenaEntry returns the n bytes at reference ref of chunks.
+func arenaEntry(chunks [][]byte, ref, n uint32) []byte {
+	c := chunks[ref>>arenaShift]
+	o := ref & (arenaChunk - 1)
+	return c[o : o+n]
+}
 
 // segIndex is the pending index of one journal segment.
 type segIndex struct {
-	seg   uint32
-	pos   []pendingPos // by position
-	logs  []pendingLog // by seq
-	arena []byte       // the encoded entries
-	mem   int64        // approximate bytes of RAM held
+	seg    uint32
+	pos    []pendingPos // by position
+	logs   []pendingLog // by seq
+	chunks [][]byte     // the arena: the encoded entries
+	mem    int64        // approximate bytes of RAM held
 	// applied is the last applied offset of each peer whose records are
 	// in the segment (journal stores: appliedFrameLocked).
 	applied map[uint64]Applied
@@ -69,19 +94,36 @@ func (t *segIndex) setApplied(a Applied) {
 	t.applied[a.Peer] = a
 }
 
+// store copies b into the arena and returns its reference.
+func (t *segIndex) store(b []byte) uint32 {
+	last := len(t.chunks) - 1
+	if last < 0 || len(t.chunks[last])+len(b) > arenaChunk {
+		t.chunks = append(t.chunks, make([]byte, 0, arenaChunk))
+		last++
+	}
+	ref := uint32(last)<<arenaShift | uint32(len(t.chunks[last]))
+	t.chunks[last] = append(t.chunks[last], b...)
+	return ref
+}
+
+// entry returns the n bytes at reference ref.
+func (t *segIndex) entry(ref, n uint32) []byte { return arenaEntry(t.chunks, ref, n) }
+
+// arenaFull reports whether t's arena is at the reach of its references:
+// the table must be sealed before it takes more.
+func (t *segIndex) arenaFull() bool { return len(t.chunks) >= arenaMaxChunks }
+
 // addPos appends the position entry kv (its s key, then its value), whose
 // frame follows every frame t has an entry for.
 func (t *segIndex) addPos(kv []byte) {
-	t.pos = append(t.pos, pendingPos{off: uint32(len(t.arena)), n: uint32(len(kv))})
-	t.arena = append(t.arena, kv...)
+	t.pos = append(t.pos, pendingPos{off: t.store(kv), n: uint32(len(kv))})
 	t.mem += int64(8 + len(kv))
 }
 
 // addLog appends the log entry enc (encoded, or nil for a placeholder) of
 // seq, which is above every seq t holds.
 func (t *segIndex) addLog(seq uint64, enc []byte) {
-	t.logs = append(t.logs, pendingLog{seq: seq, off: uint32(len(t.arena)), n: uint32(len(enc))})
-	t.arena = append(t.arena, enc...)
+	t.logs = append(t.logs, pendingLog{seq: seq, off: t.store(enc), n: uint32(len(enc))})
 	t.mem += int64(24 + len(enc))
 }
 
@@ -93,7 +135,7 @@ func (t *segIndex) logDue(cutoff int64) bool {
 	}
 	l := t.logs[0]
 	var e LogEntry
-	return decodeLogEntry(t.arena[l.off:l.off+l.n], &e) == nil && e.Time < cutoff
+	return decodeLogEntry(t.entry(l.off, l.n), &e) == nil && e.Time < cutoff
 }
 
 // lastSeq is the highest seq t holds (0 if none).
@@ -105,10 +147,11 @@ func (t *segIndex) lastSeq() uint64 {
 }
 
 // logsFrom is t's log entries from seq from on (a slice that stays valid:
-// appends never move the entries it holds) and the arena they are in.
-func (t *segIndex) logsFrom(from uint64) ([]pendingLog, []byte) {
+// appends never move the entries it holds) and the arena's chunks they
+// are in.
+func (t *segIndex) logsFrom(from uint64) ([]pendingLog, [][]byte) {
 	i := sort.Search(len(t.logs), func(i int) bool { return t.logs[i].seq >= from })
-	return t.logs[i:len(t.logs):len(t.logs)], t.arena[:len(t.arena):len(t.arena)]
+	return t.logs[i:len(t.logs):len(t.logs)], t.chunks[:len(t.chunks):len(t.chunks)]
 }
 
 // allLocked lists the frozen tables and the open one, oldest first.

@@ -1,6 +1,7 @@
 package lsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -517,4 +518,57 @@ func TestLogTrimSealsPending(t *testing.T) {
 		}
 	}
 	readLog(t, db)
+}
+
+// A pending table's arena is a list of chunks: entries never straddle
+// two, each reads back by its reference, and a log cursor made before
+// later appends reads its entries whatever chunks came after.
+func TestPendingArenaChunks(t *testing.T) {
+	tab := newSegIndex(1)
+	type ent struct {
+		ref, n uint32
+		b      []byte
+	}
+	var pos, logs []ent
+	total := 0
+	for i := 0; total < 3*arenaChunk; i++ {
+		b := randomValue(fmt.Sprint(i), 1+(i*7919)%5000)
+		total += len(b)
+		if i%2 == 0 {
+			tab.addPos(b)
+			p := tab.pos[len(tab.pos)-1]
+			pos = append(pos, ent{p.off, p.n, b})
+		} else {
+			tab.addLog(uint64(i), b)
+			l := tab.logs[len(tab.logs)-1]
+			logs = append(logs, ent{l.off, l.n, b})
+		}
+	}
+	if len(tab.chunks) < 3 {
+		t.Fatalf("%d bytes in %d chunks", total, len(tab.chunks))
+	}
+	for _, e := range append(pos, logs...) {
+		if o := e.ref & (arenaChunk - 1); int(o)+int(e.n) > arenaChunk {
+			t.Fatalf("entry at %d of %d bytes straddles a chunk", o, e.n)
+		}
+		if got := tab.entry(e.ref, e.n); !bytes.Equal(got, e.b) {
+			t.Fatalf("entry %x: %d bytes differ", e.ref, len(got))
+		}
+	}
+	// A cursor's view stays whole while the table grows.
+	got, chunks := tab.logsFrom(0)
+	for i := range 2000 {
+		tab.addLog(uint64(1<<40+i), randomValue(fmt.Sprint("more", i), 3000))
+	}
+	if len(got) != len(logs) {
+		t.Fatalf("cursor of %d log entries, want %d", len(got), len(logs))
+	}
+	for i, l := range got {
+		if !bytes.Equal(arenaEntry(chunks, l.off, l.n), logs[i].b) {
+			t.Fatalf("log entry %d read through the cursor differs", i)
+		}
+	}
+	if tab.arenaFull() {
+		t.Fatal("arena full at a few chunks")
+	}
 }

@@ -96,8 +96,8 @@ type pendingLogCursor struct {
 }
 
 type pendingLogPart struct {
-	logs  []pendingLog
-	arena []byte
+	logs   []pendingLog
+	chunks [][]byte
 }
 
 func (db *DB) pendingLogs(from, end uint64) pendingLogCursor {
@@ -105,8 +105,8 @@ func (db *DB) pendingLogs(from, end uint64) pendingLogCursor {
 	db.pend.RLock()
 	defer db.pend.RUnlock()
 	for _, t := range db.pend.allLocked() {
-		if logs, arena := t.logsFrom(from); len(logs) > 0 {
-			c.parts = append(c.parts, pendingLogPart{logs, arena})
+		if logs, chunks := t.logsFrom(from); len(logs) > 0 {
+			c.parts = append(c.parts, pendingLogPart{logs, chunks})
 		}
 	}
 	c.skip()
@@ -130,7 +130,7 @@ func (c *pendingLogCursor) seq() uint64 { return c.parts[0].logs[0].seq }
 func (c *pendingLogCursor) value() []byte {
 	p := &c.parts[0]
 	l := p.logs[0]
-	return p.arena[l.off : l.off+l.n]
+	return arenaEntry(p.chunks, l.off, l.n)
 }
 
 func (c *pendingLogCursor) next() {

@@ -318,13 +318,13 @@ func (db *DB) ingestTable(t *segIndex) error {
 	}{
 		{len(t.pos), func(w *sstable.Writer, i int) error {
 			p := t.pos[i]
-			kv := t.arena[p.off : p.off+p.n]
+			kv := t.entry(p.off, p.n)
 			return w.Set(kv[:posKeyLen], kv[posKeyLen:])
 		}},
 		{len(t.logs), func(w *sstable.Writer, i int) error {
 			l := t.logs[i]
 			kb = appendLogKey(kb[:0], l.seq)
-			return w.Set(kb, t.arena[l.off:l.off+l.n])
+			return w.Set(kb, t.entry(l.off, l.n))
 		}},
 		{1 + len(applied), func(w *sstable.Writer, i int) error {
 			if i < len(applied) { // "m applied/..." sorts before "m indexed"
