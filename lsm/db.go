@@ -95,10 +95,12 @@ type DB struct {
 	}
 
 	// ckptMu makes keydir checkpoints one at a time (the maintenance
-	// pass's and Close's write the same file); ckptEvery, when not zero,
-	// replaces checkpointDue's rule (tests).
-	ckptMu    sync.Mutex
-	ckptEvery int64
+	// pass's and Close's write the same file). For tests: ckptEvery, when
+	// not zero, replaces checkpointDue's rule; ckptAfterPos runs between
+	// the checkpoint's position and its copy of the shards.
+	ckptMu       sync.Mutex
+	ckptEvery    int64
+	ckptAfterPos func()
 
 	// maintainMu makes Maintain passes one at a time; it also guards the
 	// cursors of the bounded passes.
@@ -740,7 +742,7 @@ func (db *DB) Close() error {
 		// Not an error to report: without it the next open replays the
 		// position entries (slower, as after a crash).
 		db.ckptMu.Lock()
-		err := writeCheckpoint(db.opts.FS, db.checkpointPath(), db.kd, ckptPos{Seg: seg, Off: end}, false)
+		err := writeCheckpoint(db.opts.FS, db.checkpointPath(), db.kd, ckptPos{Seg: seg, Off: end}, nil)
 		db.ckptMu.Unlock()
 		if err != nil {
 			// An older checkpoint would miss what this run removed in RAM

@@ -874,17 +874,10 @@ func (w *segmentWriter) finish() (int64, error) {
 	if w.d == nil {
 		return end, err
 	}
-	if cerr := w.d.close(); err == nil {
-		err = cerr
-	}
-	w.d = nil
-	if err == nil {
-		if err = ftruncate(w.fd, end); err != nil {
-			err = fmt.Errorf("%w: segment %d: truncate: %w", ErrJournalFailed, w.id, err)
-		}
+	if derr := w.endDirect(); err == nil {
+		err = derr
 	}
 	if err != nil {
-		w.err = err
 		return 0, err
 	}
 	return end, nil

@@ -256,6 +256,30 @@ func (w *segmentWriter) handOver() int64 {
 	return end
 }
 
+// endDirect stops the device writer once every handed buffer is written,
+// and cuts the file back to the end of its frames: the last write padded
+// its block with zeros, and a segment must not keep them where later
+// frames (through the page cache, or after a clean reopen) would follow
+// them, or a scan would stop there. The cut is synced at once (the size
+// is metadata no later sync of this segment is sure to cover). Requires
+// journal.wmu and direct mode.
+func (w *segmentWriter) endDirect() error {
+	err := w.d.close()
+	w.d = nil
+	if err == nil {
+		if err = ftruncate(w.fd, w.handed); err == nil {
+			err = w.f.SyncData()
+		}
+		if err != nil {
+			err = fmt.Errorf("%w: segment %d: end direct writes: %w", ErrJournalFailed, w.id, err)
+		}
+	}
+	if err != nil {
+		w.err = err
+	}
+	return err
+}
+
 // setDirect turns direct mode on or off at a write boundary and reports
 // whether the segment is in direct mode afterwards. Turning it on can
 // fail (no descriptor, a file system without O_DIRECT): the segment stays
@@ -266,10 +290,7 @@ func (w *segmentWriter) setDirect(on bool) error {
 		return nil
 	}
 	if !on {
-		err := w.d.close()
-		w.d = nil
-		if err != nil {
-			w.err = err
+		if err := w.endDirect(); err != nil {
 			return err
 		}
 		if err := setODirect(w.fd, false); err != nil {
@@ -290,8 +311,7 @@ func (w *segmentWriter) setDirect(on bool) error {
 	buf := alignedBuf(directChunk)[:w.off-start]
 	if len(buf) > 0 {
 		if _, err := w.f.ReadAt(buf, start); err != nil {
-			w.noDirect.Store(true)
-			return nil
+			return nil // through the page cache for now; the next write tries again
 		}
 	}
 	if err := setODirect(w.fd, true); err != nil {

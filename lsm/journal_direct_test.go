@@ -299,3 +299,62 @@ func TestJournalDirectOff(t *testing.T) {
 	}
 	checkEntries(t, j, es)
 }
+
+// When direct mode ends inside a segment (the policy turned off, then a
+// few bytes through the page cache before a clean close), the zeros that
+// padded the last direct write are cut: the reopened segment's frames
+// follow the old ones without a gap, and a scan after a crash finds all.
+func TestJournalDirectEndsCut(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "j")
+	j := openDirectJournal(t, dir, true)
+	es := appendEntries(t, j, 1, 30)
+	if _, err := j.Write(); err != nil { // padded to a whole block
+		t.Fatal(err)
+	}
+	j.rel.on.Store(false)
+	es = append(es, appendEntries(t, j, 31, 1)...)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	last := es[len(es)-1]
+	end := last.loc.Off + int64(last.loc.Len)
+	path := filepath.Join(dir, segmentName(1))
+	if st, err := os.Stat(path); err != nil || st.Size() != end {
+		t.Fatalf("segment after a clean close: %v, want %d bytes", err, end)
+	}
+
+	j, err := openJournal(vfs.Default, dir, 1, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	more := appendEntries(t, j, 32, 5)
+	if more[0].loc.Off != end {
+		t.Fatalf("append after the reopen at %d, want %d", more[0].loc.Off, end)
+	}
+	es = append(es, more...)
+	wend, err := j.Write()
+	if err == nil {
+		err = j.SyncTo(wend)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed := filepath.Join(t.TempDir(), "j")
+	if err := os.MkdirAll(crashed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(crashed, segmentName(1)), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = j.Close()
+	j2, err := openJournal(vfs.Default, crashed, 1, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	checkEntries(t, j2, es)
+}

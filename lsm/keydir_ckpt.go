@@ -51,19 +51,26 @@ var errNoCheckpoint = errors.New("lsm: keydir: no usable checkpoint")
 // writeCheckpoint writes k, which covers the journal up to pos, to path:
 // into a temporary file, synced, then renamed over path and the directory
 // synced, so that a crash leaves the old checkpoint or the new one. With
-// live false no commit may change k meanwhile (Close); with live true
-// commits go on, and each shard is copied under its lock: a fuzzy
-// checkpoint, whose shards hold everything before pos and some of what
-// came after, which the replay from pos applies again in order.
-func writeCheckpoint(fs vfs.FS, path string, k *keydir, pos ckptPos, live bool) error {
+// settle nil no commit may change k meanwhile (Close). Otherwise commits
+// go on and each shard is copied under its lock: a fuzzy checkpoint,
+// whose shards hold everything before pos and some of what came after,
+// which the replay from pos applies again in order. Those later entries
+// name frames appended after pos, which must be durable before the
+// checkpoint replaces the old one (a crash would otherwise leave entries
+// naming frames it lost, in place of the older frames they replaced):
+// settle, called after the copy and before the rename, makes them so.
+func writeCheckpoint(fs vfs.FS, path string, k *keydir, pos ckptPos, settle func() error) error {
 	tmp := path + ".tmp"
 	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("lsm: keydir checkpoint: %w", err)
 	}
-	err = writeCheckpointTo(f, k, pos, live)
+	err = writeCheckpointTo(f, k, pos, settle != nil)
 	if err == nil {
 		err = f.Sync()
+	}
+	if err == nil && settle != nil {
+		err = settle()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

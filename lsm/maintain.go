@@ -89,9 +89,10 @@ func (db *DB) checkpointDue(frames int64) bool {
 // when enough frames came since the last one (checkpointDue), so that a
 // crash replays only what follows it instead of every position entry
 // since the last clean close. Commits go on while it runs: it records the
-// journal position, makes the journal durable up to it (the checkpoint
-// must not name frames a power loss could take), then copies each shard
-// under its lock (writeCheckpoint, live).
+// journal position, then copies each shard under its lock, and before the
+// checkpoint replaces the old one makes the journal durable up to where
+// the copy ended (writeCheckpoint's settle): the checkpoint must not name
+// frames a crash could take.
 func (db *DB) checkpointKeydir() {
 	if db.kd == nil {
 		return
@@ -110,10 +111,10 @@ func (db *DB) checkpointKeydir() {
 	frames := db.mu.framesSinceCkpt
 	db.mu.framesSinceCkpt = 0
 	db.mu.Unlock()
-	err := db.syncJournal()
-	if err == nil {
-		err = writeCheckpoint(db.opts.FS, db.checkpointPath(), db.kd, pos, true)
+	if db.ckptAfterPos != nil {
+		db.ckptAfterPos()
 	}
+	err := writeCheckpoint(db.opts.FS, db.checkpointPath(), db.kd, pos, db.syncJournal)
 	if err != nil {
 		db.mu.Lock()
 		db.mu.framesSinceCkpt += frames // try again at the next pass

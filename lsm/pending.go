@@ -67,7 +67,8 @@ type segIndex struct {
 	seg    uint32
 	pos    []pendingPos // by position
 	logs   []pendingLog // by seq
-	chunks [][]byte     // the arena: the encoded entries
+	chunks [][]byte     // the arena: the encoded entries, in chunks of arenaChunk bytes
+	used   int          // bytes of the last chunk filled
 	mem    int64        // approximate bytes of RAM held
 	// applied is the last applied offset of each peer whose records are
 	// in the segment (journal stores: appliedFrameLocked).
@@ -94,15 +95,18 @@ func (t *segIndex) setApplied(a Applied) {
 	t.applied[a.Peer] = a
 }
 
-// store copies b into the arena and returns its reference.
+// store copies b into the arena and returns its reference. A chunk's
+// slice is never changed once made (its bytes are filled in place), so a
+// log cursor may read the chunks without the lock while entries are
+// added; a reference's offset is always inside its chunk (below
+// arenaChunk), an empty entry's too.
 func (t *segIndex) store(b []byte) uint32 {
-	last := len(t.chunks) - 1
-	if last < 0 || len(t.chunks[last])+len(b) > arenaChunk {
-		t.chunks = append(t.chunks, make([]byte, 0, arenaChunk))
-		last++
+	if len(t.chunks) == 0 || t.used+len(b) >= arenaChunk {
+		t.chunks = append(t.chunks, make([]byte, arenaChunk))
+		t.used = 0
 	}
-	ref := uint32(last)<<arenaShift | uint32(len(t.chunks[last]))
-	t.chunks[last] = append(t.chunks[last], b...)
+	ref := uint32(len(t.chunks)-1)<<arenaShift | uint32(t.used)
+	t.used += copy(t.chunks[len(t.chunks)-1][t.used:], b)
 	return ref
 }
 
