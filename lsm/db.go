@@ -102,6 +102,10 @@ type DB struct {
 	ckptEvery    int64
 	ckptAfterPos func()
 
+	// sweepHold is the longest the keydir sweeper held the commit mutex
+	// at once (maintainMu; BenchmarkKeydirSweep).
+	sweepHold time.Duration
+
 	// maintainMu makes Maintain passes one at a time; it also guards the
 	// cursors of the bounded passes.
 	maintainMu struct {

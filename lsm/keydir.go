@@ -65,7 +65,10 @@ type kdShard struct {
 	minExp, minTomb uint32
 	// drops is the keydir's drops when the sweeper last walked the shard.
 	drops uint64
-	_     [64]byte
+	// gen counts the tables the shard has had (alloc): a sweep that paused
+	// finds out that the table was rebuilt meanwhile.
+	gen uint64
+	_   [64]byte
 }
 
 // kdSlot is one entry. hash 0 marks an empty slot (a key whose hash is 0
@@ -286,14 +289,6 @@ func (k *keydir) locations() []JournalLoc {
 	return out
 }
 
-// shardLen is the number of slots of shard i (the work of walking it).
-func (k *keydir) shardLen(i int) int {
-	s := &k.shards[i]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.slots)
-}
-
 // bytes is the RAM the table's mappings take.
 func (k *keydir) bytes() int64 {
 	var b int64
@@ -306,19 +301,66 @@ func (k *keydir) bytes() int64 {
 	return b
 }
 
-// sweepShard calls fn for each entry of shard i, under its lock, and
-// deletes those for which fn returns true. fn must not use k. An entry
-// may be seen twice when a deletion wraps the table's end (fn must give
-// the same answer); none is missed. The walk also sets the shard's minExp
-// and minTomb from the entries it keeps, and marks it swept since the
-// last drop (sweepDue).
+// sweepShard sweeps shard i whole (sweepBegin, then sweepStep to the
+// end), taking its lock for each chunk.
 func (k *keydir) sweepShard(i int, fn func(h uint64, e kdEntry) bool) (removed int) {
+	c := k.sweepBegin(i)
+	for {
+		n, done := k.sweepStep(&c, fn)
+		removed += n
+		if done {
+			return removed
+		}
+	}
+}
+
+// The sweeper walks a shard in chunks of sweepChunk slots, each under the
+// shard's lock (and the caller's commit mutex), so that a shard of a
+// large keydir (400 000 entries a shard at a hundred million keys) does
+// not hold up commits for the whole walk. After a pause it starts
+// sweepBack slots before where it stopped: a removal meanwhile shifts the
+// entries after it back by one slot (Robin Hood), and such an entry must
+// not slip behind the walk.
+var sweepChunk = 4096 // a variable for the tests
+
+const sweepBack = 32
+
+// sweepCursor is where a chunked sweep of one shard is.
+type sweepCursor struct {
+	shard int
+	next  int    // the next slot to look at
+	gen   uint64 // the table the walk is in (kdShard.gen)
+}
+
+// sweepBegin starts a sweep of shard i: it marks the shard swept since
+// the last drop (sweepDue) and clears its minExp and minTomb, which the
+// walk's kept entries and the puts meanwhile (due) set again.
+func (k *keydir) sweepBegin(i int) sweepCursor {
 	s := &k.shards[i]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.drops = k.drops.Load()
 	s.minExp, s.minTomb = 0, 0
-	for j := 0; j < len(s.slots); {
+	return sweepCursor{shard: i, gen: s.gen}
+}
+
+// sweepStep calls fn for each entry of the cursor's next chunk, under the
+// shard's lock, and deletes those for which fn returns true; done says
+// the shard was walked to its end. fn must not use k. An entry may be
+// offered twice (a deletion that wraps the table's end, the slots walked
+// again after a pause, a table rebuilt by a grow, which restarts the
+// walk): fn must give the same answer.
+func (k *keydir) sweepStep(c *sweepCursor, fn func(h uint64, e kdEntry) bool) (removed int, done bool) {
+	s := &k.shards[c.shard]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := c.next
+	if s.gen != c.gen {
+		c.gen, start = s.gen, 0
+	}
+	j := max(start-sweepBack, 0)
+	end := min(start+sweepChunk, len(s.slots))
+	for j < end {
 		sl := &s.slots[j]
 		if sl.hash == 0 {
 			j++
@@ -332,7 +374,8 @@ func (k *keydir) sweepShard(i int, fn func(h uint64, e kdEntry) bool) (removed i
 		s.due(sl)
 		j++
 	}
-	return removed
+	c.next = end
+	return removed, end >= len(s.slots)
 }
 
 // sweepDue reports whether shard i may hold an entry for the sweeper: a
@@ -358,6 +401,7 @@ func (s *kdShard) alloc(n int) error {
 		_ = syscall.Madvise(mem, syscall.MADV_HUGEPAGE)
 	}
 	s.mem = mem
+	s.gen++
 	s.slots = unsafe.Slice((*kdSlot)(unsafe.Pointer(unsafe.SliceData(mem))), n)
 	s.mask = uint64(n - 1)
 	s.n = 0

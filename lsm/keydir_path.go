@@ -247,8 +247,8 @@ func (db *DB) dropDeadPositionsLocked(lo uint32) {
 }
 
 // sweepKeydir walks the keydir's shards that may hold something to
-// remove (keydir.sweepDue), one shard at a time under the commit mutex,
-// paced: it removes the entries of removed segments, items whose exptime
+// remove (keydir.sweepDue), a chunk of a shard (sweepChunk slots) at a
+// time under the commit mutex, paced: it removes the entries of removed segments, items whose exptime
 // has come (counted as swept), and, when tombCut is set (Replicated), the
 // tombstones older than it. Nothing is persisted: a restart skips
 // expired entries, and a removed segment's position entries are gone.
@@ -259,10 +259,8 @@ func (db *DB) sweepKeydir(now, tombCut int64) {
 		if !db.kd.sweepDue(i, now, tombCut) {
 			continue
 		}
-		swept, tombs := 0, 0
-		deltas = deltas[:0]
-		db.mu.Lock()
-		n := db.kd.sweepShard(i, func(_ uint64, e kdEntry) bool {
+		var swept, tombs int
+		sweep := func(_ uint64, e kdEntry) bool {
 			epoch, live := db.liveSegmentEpoch(e.loc.Segment)
 			switch {
 			case !live:
@@ -278,15 +276,25 @@ func (db *DB) sweepKeydir(now, tombCut int64) {
 				return true
 			}
 			return false
-		})
-		db.mu.epochs.apply(deltas)
-		if n > 0 {
-			db.sweepGen.Add(1) // Locations read before may name removed records
 		}
-		db.mu.Unlock()
-		db.st.swept.Add(uint64(swept))
-		db.st.tombSwept.Add(uint64(tombs))
-		pc.Step(db.kd.shardLen(i))
+		c := db.kd.sweepBegin(i)
+		for done := false; !done; {
+			swept, tombs = 0, 0
+			deltas = deltas[:0]
+			var n int
+			db.mu.Lock()
+			held := time.Now()
+			n, done = db.kd.sweepStep(&c, sweep)
+			db.mu.epochs.apply(deltas)
+			if n > 0 {
+				db.sweepGen.Add(1) // Locations read before may name removed records
+			}
+			db.sweepHold = max(db.sweepHold, time.Since(held))
+			db.mu.Unlock()
+			db.st.swept.Add(uint64(swept))
+			db.st.tombSwept.Add(uint64(tombs))
+			pc.Step(sweepChunk)
+		}
 	}
 }
 

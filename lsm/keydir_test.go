@@ -272,3 +272,100 @@ func BenchmarkKeydir(b *testing.B) {
 		}
 	})
 }
+
+// A sweep in small chunks, with puts, removals and table growth between
+// them, offers every entry that stays in the shard through the walk,
+// removes those fn asks for, and leaves each shard's minExp at or below
+// every kept item's exptime (so that a later pass finds them due).
+func TestKeydirSweepChunked(t *testing.T) {
+	defer func(n int) { sweepChunk = n }(sweepChunk)
+	sweepChunk = 64
+	k, err := newKeydir(1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.free()
+	rng := rand.New(rand.NewPCG(5, 6))
+	model := map[uint64]kdEntry{}
+	put := func(h uint64, e kdEntry) {
+		if _, _, err := k.put(h, e); err != nil {
+			t.Fatal(err)
+		}
+		model[h] = e
+	}
+	for _, h := range kdHashes(rng, 20000) {
+		put(h, kdRandEntry(rng))
+	}
+	odd := func(e kdEntry) bool { return e.loc.Segment%2 == 1 }
+	for i := range keydirShards {
+		// The entries in the shard before the walk, and those a removal
+		// between chunks takes out (the walk need not offer them).
+		before := map[uint64]bool{}
+		var evens []uint64 // entries the walk keeps: candidates for a removal between chunks
+		for h, e := range model {
+			if int(h>>(64-keydirShardBits)) == i {
+				before[h] = true
+				if !odd(e) {
+					evens = append(evens, h)
+				}
+			}
+		}
+		seen := map[uint64]bool{}
+		c := k.sweepBegin(i)
+		for step := 0; ; step++ {
+			_, done := k.sweepStep(&c, func(h uint64, e kdEntry) bool {
+				if e != model[h] {
+					t.Fatalf("shard %d: offered %#x as %+v, model %+v", i, h, e, model[h])
+				}
+				seen[h] = true
+				if odd(e) {
+					delete(model, h)
+					return true
+				}
+				return false
+			})
+			if done {
+				break
+			}
+			// Between chunks: a removal, an overwrite and new entries of
+			// this shard (now and then enough to grow its table).
+			if len(evens) > 0 && rng.IntN(2) == 0 {
+				x := rng.IntN(len(evens))
+				h := evens[x]
+				evens[x] = evens[len(evens)-1]
+				evens = evens[:len(evens)-1]
+				if _, ok := model[h]; ok {
+					k.remove(h)
+					delete(model, h)
+					delete(before, h)
+				}
+			}
+			n := 1
+			if step%5 == 4 {
+				n = 40
+			}
+			for range n {
+				h := uint64(i)<<(64-keydirShardBits) | rng.Uint64()>>keydirShardBits | 1
+				put(h, kdRandEntry(rng))
+			}
+		}
+		for h := range before {
+			if _, ok := model[h]; ok && !seen[h] {
+				t.Fatalf("shard %d: %#x stayed through the walk and was never offered", i, h)
+			}
+		}
+		s := &k.shards[i]
+		for h, e := range model {
+			if int(h>>(64-keydirShardBits)) != i || e.tombstone || e.exptime == 0 {
+				continue
+			}
+			if s.minExp == 0 || int64(s.minExp) > e.exptime {
+				t.Fatalf("shard %d: minExp %d after the walk, a kept item expires at %d", i, s.minExp, e.exptime)
+			}
+		}
+	}
+	// The walk removed the odd segments' entries it was offered; the
+	// model holds what is left: the keydir must match it (and hold
+	// nothing else).
+	kdCheck(t, k, model, nil)
+}
