@@ -94,11 +94,10 @@ type DB struct {
 		framesSinceCkpt int64
 	}
 
-	// ckptMu makes keydir checkpoints one at a time (the maintenance
-	// pass's and Close's write the same file). For tests: ckptEvery, when
-	// not zero, replaces checkpointDue's rule; ckptAfterPos runs between
-	// the checkpoint's position and its copy of the shards.
-	ckptMu       sync.Mutex
+	// For tests: ckptEvery, when not zero, replaces checkpointDue's rule;
+	// ckptAfterPos runs between a checkpoint's position and its copy of
+	// the shards. (The maintenance pass's checkpoint and Close's, which
+	// write the same file, never overlap: closeMu.)
 	ckptEvery    int64
 	ckptAfterPos func()
 
@@ -745,10 +744,7 @@ func (db *DB) Close() error {
 	if db.kd != nil && db.failed() == nil && jerr == nil {
 		// Not an error to report: without it the next open replays the
 		// position entries (slower, as after a crash).
-		db.ckptMu.Lock()
-		err := writeCheckpoint(db.opts.FS, db.checkpointPath(), db.kd, ckptPos{Seg: seg, Off: end}, nil)
-		db.ckptMu.Unlock()
-		if err != nil {
+		if err := writeCheckpoint(db.opts.FS, db.checkpointPath(), db.kd, ckptPos{Seg: seg, Off: end}, nil); err != nil {
 			// An older checkpoint would miss what this run removed in RAM
 			// only (swept, flushed): without one, Open replays every
 			// position entry instead.

@@ -868,12 +868,18 @@ func (w *segmentWriter) writeBuffered() (int64, error) {
 
 // finish writes every appended frame, ends direct mode (truncating the
 // zeros of the last block's padding) and returns the end of the frames:
-// the segment is ready to sync and close. Requires journal.wmu.
+// the segment is ready to sync and close. A segment in the page cache
+// stays there (write would switch it to direct mode, only to end it).
+// Requires journal.wmu.
 func (w *segmentWriter) finish() (int64, error) {
-	end, err := w.write()
+	err := w.failure()
 	if w.d == nil {
-		return end, err
+		if err != nil {
+			return 0, err
+		}
+		return w.writeBuffered()
 	}
+	end := w.handOver()
 	if derr := w.endDirect(); err == nil {
 		err = derr
 	}

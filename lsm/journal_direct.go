@@ -127,8 +127,8 @@ func (d *directWriter) push(job directJob) {
 	d.mu.Unlock()
 }
 
-// run writes the queued jobs in order until stop, setting *written to the
-// end of each job written.
+// run writes the queued jobs in order until stop, setting w.written to
+// the end of each job written.
 func (d *directWriter) run(w *segmentWriter) {
 	defer close(d.done)
 	d.mu.Lock()
@@ -175,17 +175,6 @@ func (d *directWriter) run(w *segmentWriter) {
 func (d *directWriter) failure() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.err
-}
-
-// wait blocks until every job is written (or a write failed) and returns
-// the write error.
-func (d *directWriter) wait() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for len(d.queue) > 0 && d.err == nil {
-		d.cond.Wait()
-	}
 	return d.err
 }
 
@@ -280,11 +269,11 @@ func (w *segmentWriter) endDirect() error {
 	return err
 }
 
-// setDirect turns direct mode on or off at a write boundary and reports
-// whether the segment is in direct mode afterwards. Turning it on can
-// fail (no descriptor, a file system without O_DIRECT): the segment stays
-// in the page cache, and the journal does not ask again. Requires
-// journal.wmu.
+// setDirect turns direct mode on or off at a write boundary; an error is
+// a failed write (the segment stops). Turning it on may not take (no
+// descriptor, a file system without O_DIRECT): the segment stays in the
+// page cache, and after a refused flag the journal does not ask again.
+// Requires journal.wmu.
 func (w *segmentWriter) setDirect(on bool) error {
 	if on == (w.d != nil) {
 		return nil
@@ -301,7 +290,7 @@ func (w *segmentWriter) setDirect(on bool) error {
 		// through the page cache writes that block's bytes again.
 		return nil
 	}
-	if w.fd < 0 || w.noDirect == nil || w.noDirect.Load() {
+	if w.fd < 0 || w.noDirect.Load() {
 		return nil
 	}
 	// Everything appended is written (write ran first); the block the

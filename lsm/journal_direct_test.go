@@ -313,6 +313,10 @@ func TestJournalDirectEndsCut(t *testing.T) {
 	}
 	j.rel.on.Store(false)
 	es = append(es, appendEntries(t, j, 31, 1)...)
+	if _, err := j.Write(); err != nil { // back to the page cache
+		t.Fatal(err)
+	}
+	es = append(es, appendEntries(t, j, 32, 1)...)
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +331,7 @@ func TestJournalDirectEndsCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	more := appendEntries(t, j, 32, 5)
+	more := appendEntries(t, j, 33, 5)
 	if more[0].loc.Off != end {
 		t.Fatalf("append after the reopen at %d, want %d", more[0].loc.Off, end)
 	}

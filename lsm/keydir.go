@@ -301,19 +301,6 @@ func (k *keydir) bytes() int64 {
 	return b
 }
 
-// sweepShard sweeps shard i whole (sweepBegin, then sweepStep to the
-// end), taking its lock for each chunk.
-func (k *keydir) sweepShard(i int, fn func(h uint64, e kdEntry) bool) (removed int) {
-	c := k.sweepBegin(i)
-	for {
-		n, done := k.sweepStep(&c, fn)
-		removed += n
-		if done {
-			return removed
-		}
-	}
-}
-
 // The sweeper walks a shard in chunks of sweepChunk slots, each under the
 // shard's lock (and the caller's commit mutex), so that a shard of a
 // large keydir (400 000 entries a shard at a hundred million keys) does

@@ -110,18 +110,15 @@ func writeCheckpointTo(w io.Writer, k *keydir, pos ckptPos, live bool) error {
 	for i := range k.shards {
 		s := &k.shards[i]
 		var head [8]byte
+		s.mu.Lock()
+		binary.BigEndian.PutUint32(head[:], uint32(len(s.slots)))
+		binary.BigEndian.PutUint32(head[4:], uint32(s.n))
 		mem := s.mem
 		if live {
-			s.mu.Lock()
 			copied = append(copied[:0], s.mem...)
-			binary.BigEndian.PutUint32(head[:], uint32(len(s.slots)))
-			binary.BigEndian.PutUint32(head[4:], uint32(s.n))
-			s.mu.Unlock()
 			mem = copied
-		} else {
-			binary.BigEndian.PutUint32(head[:], uint32(len(s.slots)))
-			binary.BigEndian.PutUint32(head[4:], uint32(s.n))
 		}
+		s.mu.Unlock()
 		crc := crc32.Update(crc32.Checksum(head[:], castagnoli), castagnoli, mem)
 		if _, err := w.Write(head[:]); err != nil {
 			return err

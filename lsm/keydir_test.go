@@ -369,3 +369,16 @@ func TestKeydirSweepChunked(t *testing.T) {
 	// nothing else).
 	kdCheck(t, k, model, nil)
 }
+
+// sweepShard sweeps shard i whole (sweepBegin, then sweepStep to the
+// end), taking its lock for each chunk.
+func (k *keydir) sweepShard(i int, fn func(h uint64, e kdEntry) bool) (removed int) {
+	c := k.sweepBegin(i)
+	for {
+		n, done := k.sweepStep(&c, fn)
+		removed += n
+		if done {
+			return removed
+		}
+	}
+}

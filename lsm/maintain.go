@@ -97,18 +97,14 @@ func (db *DB) checkpointKeydir() {
 	if db.kd == nil {
 		return
 	}
-	db.mu.Lock()
-	due := db.checkpointDue(db.mu.framesSinceCkpt)
-	db.mu.Unlock()
-	if !due {
-		return
-	}
-	db.ckptMu.Lock()
-	defer db.ckptMu.Unlock()
 	began := time.Now()
 	db.mu.Lock()
-	pos := ckptPos{Seg: db.j.Segment(), Off: db.j.OpenSize()}
 	frames := db.mu.framesSinceCkpt
+	if !db.checkpointDue(frames) {
+		db.mu.Unlock()
+		return
+	}
+	pos := ckptPos{Seg: db.j.Segment(), Off: db.j.OpenSize()}
 	db.mu.framesSinceCkpt = 0
 	db.mu.Unlock()
 	if db.ckptAfterPos != nil {
