@@ -73,6 +73,10 @@ type batchOp struct {
 	tomb     bool       // the record is a tombstone (op LogDelete with Replicated, or a remote one)
 	remote   bool       // from a peer: no log entry
 	loc      JournalLoc // where Commit appended the record (Segment 0: in Pebble)
+	// hash is the key's keydir hash (a journal store; 0 otherwise),
+	// computed when the op is added, which also prefetches the lines the
+	// commit's keydir update will touch (keydir.prefetch).
+	hash uint64
 }
 
 type span struct{ off, n int }
@@ -106,6 +110,19 @@ func (b *Batch) addKey(key []byte) span {
 	return s
 }
 
+// keyHash is key's keydir hash in a journal store (0 in a Pebble store).
+// It prefetches the keydir lines of the key, which the commit updates
+// after encoding and appending: the misses overlap that work.
+func (b *Batch) keyHash(key []byte) uint64 {
+	kd := b.db.kd
+	if kd == nil {
+		return 0
+	}
+	h := kd.hash(key)
+	kd.prefetch(h)
+	return h
+}
+
 func (b *Batch) resolve(key []byte, prev Location) Location {
 	if b.db.kd != nil {
 		return prev // Commit asks the keydir
@@ -125,7 +142,7 @@ func (b *Batch) resolve(key []byte, prev Location) Location {
 func (b *Batch) Put(key []byte, rec *Record, prev Location) {
 	prev = b.resolve(key, prev)
 	gen := b.db.sweepGen.Load()
-	o := batchOp{op: LogPut, key: b.addKey(key), epoch: b.db.curEpoch(), exptime: rec.Exptime, version: rec.Version, prev: prev}
+	o := batchOp{op: LogPut, key: b.addKey(key), epoch: b.db.curEpoch(), exptime: rec.Exptime, version: rec.Version, prev: prev, hash: b.keyHash(key)}
 	start := len(b.buf)
 	b.buf = b.db.codec.appendRecord(b.buf, rec)
 	o.rec = span{start, len(b.buf) - start}
@@ -141,7 +158,7 @@ func (b *Batch) Put(key []byte, rec *Record, prev Location) {
 // head has passed the time it was written.
 func (b *Batch) Delete(key []byte, ver Version, prev Location) {
 	prev = b.resolve(key, prev)
-	o := batchOp{op: LogDelete, key: b.addKey(key), version: ver, prev: prev}
+	o := batchOp{op: LogDelete, key: b.addKey(key), version: ver, prev: prev, hash: b.keyHash(key)}
 	if b.db.opts.Replicated || b.db.kd != nil {
 		// A tombstone record: the record kept (Replicated), or the
 		// delete's journal frame.
@@ -176,7 +193,7 @@ func (b *Batch) PutRemote(key, raw []byte, cas uint64, prev Location) Location {
 	prev = b.resolve(key, prev)
 	gen := b.db.sweepGen.Load()
 	o := batchOp{op: LogPut, key: b.addKey(key), epoch: b.db.curEpoch(), exptime: h.exptime,
-		version: h.version, prev: prev, remote: true, tomb: h.kind == KindTombstone}
+		version: h.version, prev: prev, remote: true, tomb: h.kind == KindTombstone, hash: b.keyHash(key)}
 	if o.tomb {
 		o.op, o.exptime = LogDelete, b.db.opts.Clock.Now().Unix()
 	}

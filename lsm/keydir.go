@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"github.com/dchest/siphash"
+
+	"github.com/tcache/tcache/internal/prefetch"
 )
 
 // keydir is the complete RAM index of the journal (docs/keydir.md): for
@@ -40,6 +42,18 @@ type keydir struct {
 	// dead: misses to reads, removed by the sweeper's next walk).
 	drops  atomic.Uint64
 	shards [keydirShards]kdShard
+	// where holds each shard's table address and mask for prefetch,
+	// which reads them without the shard's lock: 4 KiB that stay in the
+	// caches, where the shards' own lines (mutex and all) may not.
+	where [keydirShards]kdWhere
+}
+
+// kdWhere is where a shard's table is, for prefetch: set by alloc under
+// the shard's lock, read without it. A reader may pair an old base with
+// a new mask; it only prefetches a wrong line (prefetch never faults).
+type kdWhere struct {
+	base atomic.Uintptr
+	mask atomic.Uint64
 }
 
 const (
@@ -68,7 +82,10 @@ type kdShard struct {
 	// gen counts the tables the shard has had (alloc): a sweep that paused
 	// finds out that the table was rebuilt meanwhile.
 	gen uint64
-	_   [64]byte
+	// where is the keydir's prefetch entry of the shard (alloc keeps it
+	// up to date).
+	where *kdWhere
+	_     [64]byte
 }
 
 // kdSlot is one entry. hash 0 marks an empty slot (a key whose hash is 0
@@ -130,8 +147,7 @@ const kdSlotSize = int(unsafe.Sizeof(kdSlot{}))
 // newKeydir returns an empty keydir (every shard at its first size) that
 // hashes keys under the SipHash key (k0, k1).
 func newKeydir(k0, k1 uint64) (*keydir, error) {
-	k := &keydir{k0: k0, k1: k1}
-	k.drops.Store(1) // every shard is walked once (sweepDue)
+	k := blankKeydir(k0, k1)
 	for i := range k.shards {
 		if err := k.shards[i].alloc(kdMinSlots); err != nil {
 			k.free()
@@ -139,6 +155,17 @@ func newKeydir(k0, k1 uint64) (*keydir, error) {
 		}
 	}
 	return k, nil
+}
+
+// blankKeydir returns a keydir whose shards have no table yet (alloc
+// gives them one).
+func blankKeydir(k0, k1 uint64) *keydir {
+	k := &keydir{k0: k0, k1: k1}
+	k.drops.Store(1) // every shard is walked once (sweepDue): its minExp is not known yet
+	for i := range k.shards {
+		k.shards[i].where = &k.where[i]
+	}
+	return k
 }
 
 // free unmaps every shard; nothing may use k afterwards.
@@ -164,6 +191,17 @@ func (k *keydir) hash(key []byte) uint64 {
 }
 
 func (k *keydir) shard(h uint64) *kdShard { return &k.shards[h>>(64-keydirShardBits)] }
+
+// prefetch starts loading the lines a put or get of hash h will touch
+// first, its shard's mutex and its home slot, so that their cache misses
+// overlap the work the caller does before it gets there (a commit encodes
+// the record and appends the frame first).
+func (k *keydir) prefetch(h uint64) {
+	i := h >> (64 - keydirShardBits)
+	prefetch.Line(uintptr(unsafe.Pointer(&k.shards[i])))
+	w := &k.where[i]
+	prefetch.Line(w.base.Load() + uintptr(h&w.mask.Load())*uintptr(kdSlotSize))
+}
 
 // get returns the entry of hash h.
 func (k *keydir) get(h uint64) (kdEntry, bool) {
@@ -393,6 +431,10 @@ func (s *kdShard) alloc(n int) error {
 	s.mask = uint64(n - 1)
 	s.n = 0
 	s.growAt = n / kdLoadDen * kdLoadNum
+	if s.where != nil {
+		s.where.base.Store(uintptr(unsafe.Pointer(unsafe.SliceData(mem))))
+		s.where.mask.Store(s.mask)
+	}
 	return nil
 }
 

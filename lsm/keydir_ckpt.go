@@ -175,8 +175,7 @@ func readCheckpoint(r io.Reader, k0, k1 uint64) (*keydir, ckptPos, error) {
 	if pos.Off < 0 {
 		return nil, ckptPos{}, fmt.Errorf("%w: keydir checkpoint position %+v", ErrCorrupt, pos)
 	}
-	k := &keydir{k0: k0, k1: k1}
-	k.drops.Store(1) // every shard is walked once: its minExp is not kept
+	k := blankKeydir(k0, k1) // its minExp values are not kept: every shard is walked once
 	for i := range k.shards {
 		if err := k.shards[i].readFrom(r, i); err != nil {
 			k.free()

@@ -33,7 +33,7 @@ func (db *DB) writeJournalLocked(_ *pebble.Batch, b *Batch, o *batchOp, key []by
 		return err
 	}
 	o.loc = loc
-	h := db.kd.hash(key)
+	h := o.hash // Batch.keyHash
 	kind := posItem
 	var old kdEntry
 	var had bool
