@@ -192,14 +192,14 @@ type header struct {
 	time    uint32
 	cas     uint64
 
-	// loc is the disk location trailer, present when ext&extLoc: where the
-	// item's record is on disk, so that overwriting a RAM-resident key
-	// needs no disk read. Not part of the 28 encoded bytes: it follows the
-	// value (see doc.go) and is read and written by the tier.
+	// loc is the disk location, present when ext&extLoc: where the item's
+	// record is on disk, so that overwriting a RAM-resident key needs no
+	// disk read. Not part of the 28 encoded bytes: it follows them, before
+	// the key (see doc.go), and is read and written by the tier.
 	loc diskLoc
 }
 
-// diskLoc is the 8-byte location trailer of a RAM record in disk mode:
+// diskLoc is the 8-byte location of a RAM record in disk mode:
 // the lsm epoch and on-disk size of the item's current record (its expiry
 // is the header's).
 type diskLoc struct {
@@ -207,7 +207,7 @@ type diskLoc struct {
 }
 
 const (
-	// extLoc marks a record followed by a diskLoc trailer.
+	// extLoc marks a record whose header is followed by a diskLoc.
 	extLoc  = 0x0001
 	locSize = 8
 )
@@ -248,9 +248,21 @@ func (r *ring) readHeader(pos uint64, h *header) {
 	h.decode(&b)
 }
 
-// locPos is the position of the location trailer of the record at pos.
+// keyOff is the offset of the key in the record: after the header and
+// the location, when there is one.
+func (h *header) keyOff() uint64 {
+	if h.ext&extLoc != 0 {
+		return hdrSize + locSize
+	}
+	return hdrSize
+}
+
+// locPos is the position of the location of the record at pos, right
+// after its header: an overwrite reads it with the header, from the line
+// the key lookup already brought into the cache (after the value, it was a
+// cache miss of its own for values of a few hundred bytes or more).
 func (h *header) locPos(pos uint64) uint64 {
-	return pos + hdrSize + uint64(h.keyLen) + uint64(h.valueLen)
+	return pos + hdrSize
 }
 
 func (r *ring) readLoc(pos uint64, h *header) {

@@ -66,7 +66,7 @@ func TestDataDriven(t *testing.T) {
 // TestDataDrivenDisk runs the same scripts over a disk tier (an in-memory
 // fake of lsm): every memcached rule must answer the same. The stats
 // directive is not compared (curr_items comes from the disk, bytes count
-// the location trailers).
+// the locations).
 func TestDataDrivenDisk(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		clk := clock.NewFake(testStart)

@@ -58,7 +58,7 @@
 //     S3-FIFO frequency. An item evicted from RAM forgets them. The stale
 //     mark, flags, expiry, CAS and binary-key mark are persisted.
 //   - Each RAM record carries its disk location (epoch and on-disk size,
-//     an 8-byte trailer marked by extLoc in the header's ext field), so an
+//     8 bytes after the header, marked by extLoc in its ext field), so an
 //     overwrite of a RAM-resident key passes the location to the batch and
 //     reads nothing. Locations are rebuilt without the lsm's sweep
 //     generation, so after a sweep the batch re-checks them itself.
@@ -145,9 +145,11 @@
 //	|            CAS (u64)          | key (keylen)  | value          |
 //	+-------------------------------+--------- - - -+---------- - - -+
 //
-//	In disk mode a record may be followed by an 8-byte location trailer
-//	(epoch u32, on-disk size u32), present when bit 0 of the u16 at
-//	offset 6 (ext, reserved in memory mode) is set; it counts in the size.
+//	In disk mode the header may be followed by an 8-byte location (epoch
+//	u32, on-disk size u32), before the key: present when bit 0 of the u16
+//	at offset 6 (ext, reserved in memory mode) is set; it counts in the
+//	size. Next to the header, an overwrite reads it without a cache miss
+//	of its own.
 //
 //	bits: 0-1 S3-FIFO frequency (0..3)  2 fetched  3 active
 //	      4 stale  5 win token sent  6 dead (unlinked)

@@ -165,8 +165,8 @@ type item struct {
 	hdr  header
 }
 
-func (it *item) keyPos() uint64   { return it.pos + hdrSize }
-func (it *item) valuePos() uint64 { return it.pos + hdrSize + uint64(it.hdr.keyLen) }
+func (it *item) keyPos() uint64   { return it.pos + it.hdr.keyOff() }
+func (it *item) valuePos() uint64 { return it.keyPos() + uint64(it.hdr.keyLen) }
 
 // find locates the record of key (hash h) through the index, comparing
 // the stored key of every entry whose tag matches, so that keys with equal
@@ -267,15 +267,15 @@ func (s *shard) insert(e *Engine, h uint64, key []byte, hd *header, v1, v2 []byt
 		// the crawler's walk under it (Engine.Crawl).
 		r.reclaim = true
 	}
-	p := pos + hdrSize
+	if hd.ext&extLoc != 0 {
+		r.writeLoc(pos, hd)
+	}
+	p := pos + hd.keyOff()
 	r.write(p, key)
 	p += uint64(len(key))
 	r.write(p, v1)
 	p += uint64(len(v1))
 	r.write(p, v2)
-	if hd.ext&extLoc != 0 {
-		r.writeLoc(pos, hd)
-	}
 	r.tail += n
 	s.mu.index.insert(h, s.refOf(r, pos))
 	s.mu.items++
@@ -388,7 +388,7 @@ func (s *shard) evictOne(e *Engine, n uint64, caps *moveCaps, now int64) {
 func (s *shard) hashAt(e *Engine, r *ring, pos uint64, hd *header) uint64 {
 	var kb [255]byte
 	k := kb[:hd.keyLen]
-	r.read(pos+hdrSize, k)
+	r.read(pos+hd.keyOff(), k)
 	return maphash.Bytes(e.seed, k)
 }
 

@@ -218,7 +218,7 @@ func (a *aheadKeys) expireLocked(now uint64) bool {
 }
 
 // locationOf is the disk location of the RAM item it (under its shard
-// lock): known when the record carries a location trailer, else the zero
+// lock): known when the record carries a location, else the zero
 // Location (the batch looks the key up).
 func (t *tier) locationOf(it *item) lsm.Location {
 	if it.hdr.ext&extLoc == 0 {
@@ -234,7 +234,7 @@ func (t *tier) locationOf(it *item) lsm.Location {
 	}
 }
 
-// setLocation makes hd carry where as its location trailer (none when
+// setLocation makes hd carry where as its location (none when
 // where is not a known, present record).
 func setLocation(hd *header, where lsm.Location) {
 	if !where.Known || !where.Present {
