@@ -142,7 +142,10 @@ type DB struct {
 	// ingests the sealed tables (seal.go), kicked by sealKick.
 	pend     pendIndex
 	sealKick chan struct{}
-	sstOpts  sstable.WriterOptions
+	sstOpts  sstable.WriterOptions // the m table of an ingestion
+	// seqOpts writes an ingestion's s and l tables: no bloom filter and
+	// no block compression (newSeqWriterOptions).
+	seqOpts sstable.WriterOptions
 
 	bg struct {
 		stop chan struct{}
@@ -204,6 +207,7 @@ func Open(opts Options) (*DB, error) {
 	}
 	db.pdb = pdb
 	db.sstOpts = po.MakeWriterOptions(0, pdb.TableFormat())
+	db.seqOpts = newSeqWriterOptions(db.sstOpts)
 	// No location hints while load re-indexes the journal: its reads
 	// would leave hints to the records it supersedes.
 	err = db.load()

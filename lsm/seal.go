@@ -313,20 +313,21 @@ func (db *DB) ingestTable(t *segIndex) error {
 	applied := slices.SortedFunc(maps.Values(t.applied), func(a, b Applied) int { return cmp.Compare(a.Peer, b.Peer) })
 	var kb []byte
 	files := []struct {
+		o   *sstable.WriterOptions
 		n   int
 		set func(w *sstable.Writer, i int) error
 	}{
-		{len(t.pos), func(w *sstable.Writer, i int) error {
+		{&db.seqOpts, len(t.pos), func(w *sstable.Writer, i int) error {
 			p := t.pos[i]
 			kv := t.entry(p.off, p.n)
 			return w.Set(kv[:posKeyLen], kv[posKeyLen:])
 		}},
-		{len(t.logs), func(w *sstable.Writer, i int) error {
+		{&db.seqOpts, len(t.logs), func(w *sstable.Writer, i int) error {
 			l := t.logs[i]
 			kb = appendLogKey(kb[:0], l.seq)
 			return w.Set(kb, t.entry(l.off, l.n))
 		}},
-		{1 + len(applied), func(w *sstable.Writer, i int) error {
+		{&db.sstOpts, 1 + len(applied), func(w *sstable.Writer, i int) error {
 			if i < len(applied) { // "m applied/..." sorts before "m indexed"
 				a := applied[i]
 				return w.Set(appliedKey(a.Peer), encodeApplied(a))
@@ -340,7 +341,7 @@ func (db *DB) ingestTable(t *segIndex) error {
 		}
 		path := fs.PathJoin(db.opts.Dir, fmt.Sprintf("%s%06d.sst", ingestFilePrefix, ingestSeq.Add(1)))
 		paths = append(paths, path)
-		if err := writeSSTable(fs, path, db.sstOpts, f.n, f.set); err != nil {
+		if err := writeSSTable(fs, path, *f.o, f.n, f.set); err != nil {
 			return err
 		}
 	}
@@ -357,6 +358,21 @@ func (db *DB) ingestTable(t *segIndex) error {
 		return fmt.Errorf("lsm: ingest journal index of segment %d: %w", t.seg, err)
 	}
 	return nil
+}
+
+// newSeqWriterOptions returns o for the s and l tables of an ingestion.
+// Those are read in key order only (a restart's replay of s, ReadLog's
+// walk of l; the one point lookup, of the log's head entry by the
+// tombstone sweep, runs once per maintenance pass), so a bloom filter is
+// never consulted, and their entries are small and already
+// prefix-encoded by the columnar blocks: building the filters and
+// compressing the blocks cost the sealer about a third of its CPU for
+// little. Tables Pebble writes itself (flushes, compactions) keep the
+// level options.
+func newSeqWriterOptions(o sstable.WriterOptions) sstable.WriterOptions {
+	o.FilterPolicy = nil
+	o.Compression = sstable.NoCompression
+	return o
 }
 
 // writeSSTable writes n keys, in order, to a new sstable at path: set
