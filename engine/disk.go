@@ -27,8 +27,9 @@ type diskStore interface {
 	Commit(m *mutation) error
 	Stats() lsm.Stats
 	// ReleaseJournalPages says whether RAM holds a copy of every record
-	// committed since open, so that the store may drop its page cache of
-	// them (lsm.DB.ReleaseJournalPages).
+	// committed since open (but for a small allowance: tier.ramIncomplete),
+	// so that the store may drop its page cache of them
+	// (lsm.DB.ReleaseJournalPages).
 	ReleaseJournalPages(on bool)
 }
 

@@ -448,7 +448,7 @@ func (s *shard) evictHead(e *Engine, r *ring, n uint64, caps *moveCaps, now int6
 	s.unlink(&it)
 	s.mu.c.evictions++
 	if e.tier != nil {
-		e.tier.ramIncomplete()
+		e.tier.ramIncomplete(sz)
 	}
 	if it.hdr.exptime != 0 {
 		s.mu.c.evictedNonzero++

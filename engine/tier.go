@@ -74,11 +74,13 @@ type tier struct {
 	marker atomic.Pointer[lsm.FlushMarker]
 
 	// ramComplete: RAM has held a copy of every record committed since
-	// open, so nothing reads the disk's copies of them soon and the disk
-	// may drop its page cache of them. False from the first record
-	// without its RAM copy (an eviction, or a committed record RAM could
-	// not take).
+	// open, but for at most missingAllowance bytes of them, so reads of
+	// the disk's copies are rare and the disk may drop its page cache of
+	// them (and write the journal with O_DIRECT). False once the records
+	// without their RAM copy (evictions, committed records RAM could not
+	// take) pass the allowance; missing counts their bytes until then.
 	ramComplete atomic.Bool
+	missing     atomic.Uint64
 
 	diskReads    atomic.Uint64 // RAM misses that read the disk (get_extstore)
 	diskMisses   atomic.Uint64 // of those, keys the disk did not have
@@ -478,17 +480,37 @@ func (t *tier) install(s *shard, h uint64, key []byte, hd *header, value []byte,
 		s.unlink(&it)
 	}
 	if !s.fits(n) || !s.insert(t.e, h, key, hd, value, nil, toMain, now) {
-		t.ramIncomplete()
+		t.ramIncomplete(n)
 	}
 	s.mu.Unlock()
 }
 
-// ramIncomplete records that RAM no longer holds every record committed
-// since open (an eviction, or a committed record RAM could not take):
-// from now on the disk's page cache serves the reads of the copies RAM
-// does not have.
-func (t *tier) ramIncomplete() {
-	if t.ramComplete.Load() && t.ramComplete.CompareAndSwap(true, false) {
+// missingAllowanceDiv sets how much of the RAM tier's budget may be
+// records RAM lost while the disk still treats it as holding everything:
+// 1/256 (4 MiB of a 1 GiB tier).
+//
+// One lost record must not switch the journal to the page cache: the
+// eviction that bounds makeRoom's work (shard.go) can drop a live record
+// with the shard far from full, and did so in a prefill of 100 000 keys
+// into a tier a quarter full, in about one run in six. Through the page
+// cache every journal write costs a copy into new page-cache pages: the
+// server's CPU per request in mixed-1k rose by a quarter for the rest of
+// its life. A read of one of the allowed records goes to the device once,
+// and the promotion policy takes it back into RAM.
+const missingAllowanceDiv = 256
+
+// ramIncomplete records that RAM does not hold a record committed since
+// open (an eviction, or a committed record RAM could not take) of n
+// bytes; past missingAllowanceDiv of the budget, the disk's page cache
+// serves the reads of the copies RAM does not have from then on.
+func (t *tier) ramIncomplete(n uint64) {
+	if !t.ramComplete.Load() {
+		return
+	}
+	if t.missing.Add(n) <= uint64(t.e.opts.MemoryLimit)/missingAllowanceDiv {
+		return
+	}
+	if t.ramComplete.CompareAndSwap(true, false) {
 		t.disk.ReleaseJournalPages(false)
 	}
 }
@@ -590,7 +612,7 @@ func (t *tier) getLocked(st *stripe, s *shard, h uint64, dst, key []byte, a *Get
 		}
 	}
 	if a.Touch && !cached {
-		t.ramIncomplete() // the touch wrote a record RAM does not hold
+		t.ramIncomplete(n) // the touch wrote a record RAM does not hold
 	}
 	s.mu.Unlock()
 	if !a.NoValue {
@@ -615,7 +637,7 @@ func (t *tier) vivify(st *stripe, s *shard, h uint64, dst, key []byte, a *GetArg
 	setLocation(&hd, where)
 	hd.keyLen = uint8(len(key))
 	if !s.fits(hd.size()) || !s.insert(e, h, key, &hd, nil, nil, false, now) {
-		t.ramIncomplete()
+		t.ramIncomplete(hd.size())
 	}
 	return dst, e.vivifyInfo(&hd, now), true
 }

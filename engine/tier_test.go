@@ -167,6 +167,26 @@ func TestTierOverflow(t *testing.T) {
 	}
 }
 
+// TestRAMMissingAllowance checks that records RAM lost keep the disk
+// releasing its page cache (and writing the journal direct) up to
+// 1/missingAllowanceDiv of the budget, and stop it past that.
+func TestRAMMissingAllowance(t *testing.T) {
+	const limit = 1 << 20
+	d := newFakeDisk()
+	e := newDiskEngine(t, clock.NewFake(testStart), d, limit, 64<<10)
+	allowance := uint64(limit / missingAllowanceDiv)
+	for lost := uint64(0); lost+1000 <= allowance; lost += 1000 {
+		e.tier.ramIncomplete(1000)
+		if !d.releasing() {
+			t.Fatalf("release stopped after %d of the %d bytes allowed", lost+1000, allowance)
+		}
+	}
+	e.tier.ramIncomplete(1000)
+	if d.releasing() {
+		t.Fatalf("still releasing past the allowance of %d bytes", allowance)
+	}
+}
+
 func testOverflow(t *testing.T, e *Engine, limit int) {
 	value := func(i int) []byte {
 		return bytes.Repeat([]byte(strconv.Itoa(i)+"."), 200/len(strconv.Itoa(i)))

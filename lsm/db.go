@@ -888,8 +888,10 @@ func (db *DB) Stats() Stats {
 }
 
 // ReleaseJournalPages sets whether the journal drops the page cache of
-// its frames once they are durable (pagecache.go). Call it with true only
-// while the caller holds a copy of every record it committed since Open,
-// so that nothing reads those frames soon; with false once it may not.
-// Off at Open.
+// its frames once they are durable (pagecache.go), and writes the open
+// segment with O_DIRECT (journal_direct.go). Call it with true only while
+// the caller holds a copy of (nearly) every record it committed since
+// Open, so that reads of those frames are rare; with false once they may
+// not be. Either way every read is served: a frame not in the page cache
+// is read from the device. Off at Open.
 func (db *DB) ReleaseJournalPages(on bool) { db.j.rel.on.Store(on) }
