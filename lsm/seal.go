@@ -360,6 +360,21 @@ func (db *DB) ingestTable(t *segIndex) error {
 	return nil
 }
 
+// dropOnClose is an ingested table's file: its page cache is dropped
+// when the sstable writer closes it, which it does after its fsync, so
+// every page is clean and goes. Nothing reads these tables soon (a
+// restart's replay, a lagging peer's ReadLog; Pebble reads the footer and
+// index once at the ingestion, from the device), and writing them into
+// fresh page-cache pages is what they cost most on a VM: the kernel hands
+// the dropped pages, still backed by the host, to the next tables, as it
+// does for the journal's (pagecache.go).
+type dropOnClose struct{ vfs.File }
+
+func (f dropOnClose) Close() error {
+	dropPageCache(f.File, 0, 0) // 0: to the end of the file
+	return f.File.Close()
+}
+
 // newSeqWriterOptions returns o for the s and l tables of an ingestion.
 // Those are read in key order only (a restart's replay of s, ReadLog's
 // walk of l; the one point lookup, of the log's head entry by the
@@ -382,7 +397,7 @@ func writeSSTable(fs vfs.FS, path string, o sstable.WriterOptions, n int, set fu
 	if err != nil {
 		return fmt.Errorf("lsm: journal index: %w", err)
 	}
-	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), o)
+	w := sstable.NewWriter(objstorageprovider.NewFileWritable(dropOnClose{f}), o)
 	for i := range n {
 		if err := set(w, i); err != nil {
 			_ = w.Close()
