@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync"
+	"time"
 
 	"github.com/tcache/tcache/lsm"
 )
@@ -42,6 +43,7 @@ type mutation struct {
 	rec        lsm.Record      // opPut: the record (Value: the whole value)
 	ver        lsm.Version     // opDelete: the version of the tombstone
 	prev       lsm.Location    // opPut, opDelete: the key's current record
+	wall       time.Time       // opPut, opDelete: the clock reading of the version (the commit's time)
 	flush      bool            // write marker
 	marker     lsm.FlushMarker // the flush marker
 	reserveCAS uint64          // when non-zero: persist this CAS high-water mark
@@ -97,8 +99,10 @@ func (d *lsmDisk) Commit(m *mutation) error {
 	switch m.op {
 	case opPut:
 		b.Put(m.key, &m.rec, m.prev)
+		b.SetTime(m.wall)
 	case opDelete:
 		b.Delete(m.key, m.ver, m.prev)
+		b.SetTime(m.wall)
 	case opRemote:
 		b.PutRemote(m.key, m.raw, m.remoteCAS, m.prev)
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/tcache/tcache/internal/clock"
 )
@@ -31,8 +32,11 @@ type hlc struct {
 const hlcLogicalBits = 16
 
 // physical returns the wall clock as an HLC value with a zero counter.
-func (c *hlc) physical() uint64 {
-	ms := c.clock.Now().UnixMilli()
+func (c *hlc) physical() uint64 { return physicalOf(c.clock.Now()) }
+
+// physicalOf is wall as an HLC value with a zero counter.
+func physicalOf(wall time.Time) uint64 {
+	ms := wall.UnixMilli()
 	if ms < 0 {
 		ms = 0
 	}
@@ -44,7 +48,19 @@ func (c *hlc) seed(v uint64) { c.observe(v) }
 
 // next returns a new value greater than every value before it.
 func (c *hlc) next() uint64 {
-	p := c.physical()
+	v, _ := c.nextAt()
+	return v
+}
+
+// nextAt is next, with the wall clock reading it was made from.
+func (c *hlc) nextAt() (uint64, time.Time) {
+	wall := c.clock.Now()
+	return c.nextFrom(physicalOf(wall)), wall
+}
+
+// nextFrom returns a new value greater than every value before it and
+// at least p.
+func (c *hlc) nextFrom(p uint64) uint64 {
 	for {
 		last := c.last.Load()
 		v := max(p, last+1)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tcache/tcache/lsm"
 )
@@ -132,11 +133,18 @@ func (t *tier) stripeFor(h uint64) *stripe { return &t.stripes[h&(stripeCount-1)
 // (ahead), just above that record, so that the write wins on every node.
 // Requires key's stripe lock.
 func (t *tier) version(key []byte) lsm.Version {
-	v := t.clock.next()
+	v, _ := t.versionAt(key)
+	return v
+}
+
+// versionAt is version, with the wall clock reading it was made from
+// (the commit's time: lsm.Batch.SetTime).
+func (t *tier) versionAt(key []byte) (lsm.Version, time.Time) {
+	v, wall := t.clock.nextAt()
 	if key != nil && t.ahead.n.Load() != 0 {
-		v = t.ahead.after(key, v, t.clock.physical())
+		v = t.ahead.after(key, v, physicalOf(wall))
 	}
-	return lsm.Version{HLC: v, Node: t.node}
+	return lsm.Version{HLC: v, Node: t.node}, wall
 }
 
 // aheadKeys remembers the keys whose newest record is stamped ahead of
@@ -425,12 +433,14 @@ func (t *tier) put(st *stripe, key []byte, hd *header, value []byte, prev lsm.Lo
 	e := t.e
 	m := &st.mu.mut
 	m.op, m.key, m.prev = opPut, key, prev
+	ver, wall := t.versionAt(key)
+	m.wall = wall
 	m.rec = lsm.Record{
 		Flags:     hd.flags,
 		Exptime:   e.abs(int64(hd.exptime)),
 		Time:      e.abs(int64(hd.time)),
 		CAS:       hd.cas,
-		Version:   t.version(key),
+		Version:   ver,
 		KeyBinary: hd.bits&bitKeyBinary != 0,
 		Stale:     hd.bits&bitStale != 0,
 		Value:     value,
@@ -441,7 +451,8 @@ func (t *tier) put(st *stripe, key []byte, hd *header, value []byte, prev lsm.Lo
 // del commits the deletion of key's record at prev.
 func (t *tier) del(st *stripe, key []byte, prev lsm.Location) Status {
 	m := &st.mu.mut
-	m.op, m.key, m.prev, m.ver = opDelete, key, prev, t.version(key)
+	m.op, m.key, m.prev = opDelete, key, prev
+	m.ver, m.wall = t.versionAt(key)
 	_, status := t.commit(m, 0)
 	return status
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -33,6 +34,7 @@ type Batch struct {
 	err   error  // first error of a Put or Delete lookup, returned by Commit
 
 	applied []Applied // SetApplied
+	now     time.Time // SetTime; zero: Commit reads the clock
 
 	pb     *pebble.Batch
 	scr    []byte // key scratch for Commit
@@ -96,6 +98,7 @@ func (b *Batch) Reset() {
 	b.ops, b.buf, b.deltas, b.applied = b.ops[:0], b.buf[:0], b.deltas[:0], b.applied[:0]
 	b.pact, b.lbuf = b.pact[:0], b.lbuf[:0]
 	b.puts, b.bytes, b.cas, b.err = 0, 0, 0, nil
+	b.now = time.Time{}
 	if b.pb != nil {
 		b.pb.Reset()
 	}
@@ -227,6 +230,13 @@ func (b *Batch) Flush(m FlushMarker) {
 	b.ops = append(b.ops, batchOp{op: LogFlush, version: m.Version, flush: m})
 }
 
+// SetTime gives Commit the time of b's mutations, a reading of the
+// store's clock that the caller has just made (the engine's, for the
+// versions it stamped): the log entries' time, and the time a delayed
+// flush_all is due against. Without it Commit reads the clock itself; a
+// time.Now costs about 50 ns on a VM, a few percent of a small set.
+func (b *Batch) SetTime(t time.Time) { b.now = t }
+
 // ReserveCAS persists upTo as the CAS high-water mark with this batch (if
 // it is above the current one).
 func (b *Batch) ReserveCAS(upTo uint64) { b.cas = max(b.cas, upTo) }
@@ -268,7 +278,10 @@ func (db *DB) Commit(b *Batch) error {
 	}
 	pb := b.pb
 	pb.Reset()
-	now := db.opts.Clock.Now()
+	now := b.now
+	if now.IsZero() {
+		now = db.opts.Clock.Now()
+	}
 
 	db.mu.Lock()
 	if f := db.mu.flush.OldestLive; !db.opts.Replicated && f > db.mu.flushDone && f <= now.Unix() {
