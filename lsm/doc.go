@@ -159,8 +159,8 @@
 // keys of one hash share an entry: a read checks the key in the frame, so
 // the other one is a miss, never a wrong value. IndexMemory caps it: past
 // IndexMemory/54 keys (54 bytes a key at its worst load) Maintain drops
-// the oldest epochs, as at DiskLimit. The sweeper walks it a shard at a
-// time (paced) and removes expired items, the entries of removed segments
+// the oldest epochs, as at DiskLimit. The sweeper walks it in chunks of a
+// shard (paced) and removes expired items, the entries of removed segments
 // and, replicated, the tombstones the log head has passed; nothing is
 // persisted.
 //

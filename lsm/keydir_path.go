@@ -248,9 +248,9 @@ func (db *DB) dropDeadPositionsLocked(lo uint32) {
 
 // sweepKeydir walks the keydir's shards that may hold something to
 // remove (keydir.sweepDue), a chunk of a shard (sweepChunk slots) at a
-// time under the commit mutex, paced: it removes the entries of removed segments, items whose exptime
-// has come (counted as swept), and, when tombCut is set (Replicated), the
-// tombstones older than it. Nothing is persisted: a restart skips
+// time under the commit mutex, paced: it removes the entries of removed
+// segments, items whose exptime has come (counted as swept), and, when
+// tombCut is set (Replicated), the tombstones older than it. Nothing is persisted: a restart skips
 // expired entries, and a removed segment's position entries are gone.
 func (db *DB) sweepKeydir(now, tombCut int64) {
 	var pc pace.Pacer
