@@ -99,8 +99,8 @@ func (b *Batch) Reset() {
 	b.pact, b.lbuf = b.pact[:0], b.lbuf[:0]
 	b.puts, b.bytes, b.cas, b.err = 0, 0, 0, nil
 	b.now = time.Time{}
-	if b.pb != nil {
-		b.pb.Reset()
+	if b.pb != nil && !b.pb.Empty() {
+		b.pb.Reset() // zeroes a few hundred bytes: only when there is something to drop
 	}
 }
 
@@ -277,7 +277,9 @@ func (db *DB) Commit(b *Batch) error {
 		b.pb = db.pdb.NewBatch()
 	}
 	pb := b.pb
-	pb.Reset()
+	if !pb.Empty() {
+		pb.Reset()
+	}
 	now := b.now
 	if now.IsZero() {
 		now = db.opts.Clock.Now()
@@ -389,8 +391,13 @@ func (db *DB) Commit(b *Batch) error {
 		next = &t
 	}
 
-	// Sync commits share their fsync through db.gsync (groupsync.go).
-	err := db.pdb.Apply(pb, pebble.NoSync)
+	// Sync commits share their fsync through db.gsync (groupsync.go). A
+	// journal store's commit usually has nothing for Pebble: its frames,
+	// position and log entries are in the journal and the pending index.
+	var err error
+	if !pb.Empty() {
+		err = db.pdb.Apply(pb, pebble.NoSync)
+	}
 	if err == nil {
 		err = db.failed()
 	}
