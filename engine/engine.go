@@ -122,6 +122,7 @@ const (
 type Engine struct {
 	opts       Options
 	clock      clock.Clock
+	seconds    func() int64 // the unix second: clock.Seconds(clock)
 	log        *slog.Logger
 	seed       maphash.Seed
 	shardShift uint // shard index = hash >> shardShift
@@ -165,12 +166,13 @@ func newEngine(opts Options, d diskStore) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{
-		opts:  opts,
-		clock: opts.Clock,
-		log:   opts.Logger,
-		seed:  maphash.MakeSeed(),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		opts:    opts,
+		clock:   opts.Clock,
+		seconds: clock.Seconds(opts.Clock),
+		log:     opts.Logger,
+		seed:    maphash.MakeSeed(),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	e.started = e.clock.Now().Unix() - itemUpdateInterval - 2
 	if d != nil {
@@ -234,8 +236,10 @@ func (e *Engine) Close() error {
 // MaxItemSize is the largest item accepted (memcached -I).
 func (e *Engine) MaxItemSize() int { return e.opts.MaxItemSize }
 
-// now is memcached's current_time: seconds since e.started.
-func (e *Engine) now() int64 { return e.clock.Now().Unix() - e.started }
+// now is memcached's current_time: seconds since e.started. With the real
+// clock it is read from a second kept by a timer, as memcached's is: every
+// request needs it, and a clock read costs about 50 ns on a VM.
+func (e *Engine) now() int64 { return e.seconds() - e.started }
 
 // realtime converts a raw client exptime to relative seconds exactly as
 // memcached's realtime(EXPTIME_TO_POSITIVE_TIME(raw)) does: 0 stays 0 (never),

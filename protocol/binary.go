@@ -135,7 +135,7 @@ func (c *conn) serveBinary() error {
 	c.r.Discard(binHeaderLen)
 	c.state.Store(stateParse)
 	if c.nc != nil {
-		c.lastCmd.Store(c.srv.opts.Clock.Now().Unix())
+		c.lastCmd.Store(c.srv.seconds())
 	}
 	if cap(c.value) > valueKeep {
 		c.value = nil

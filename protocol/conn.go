@@ -260,7 +260,7 @@ func (c *conn) serveOne() error {
 	}
 	c.state.Store(stateParse)
 	if c.nc != nil {
-		c.lastCmd.Store(c.srv.opts.Clock.Now().Unix())
+		c.lastCmd.Store(c.srv.seconds())
 	}
 	c.noreply = false
 	if cap(c.value) > valueKeep {

@@ -341,7 +341,7 @@ func (c *conn) metaFlagsFor(m *metaState, first, ntok int) []byte {
 }
 
 // now is the current unix time of the server's clock.
-func (c *conn) now() int64 { return c.srv.opts.Clock.Now().Unix() }
+func (c *conn) now() int64 { return c.srv.seconds() }
 
 // appendMetaKey appends " k<key>", base64-encoded and followed by " b" for
 // a binary key (memcached's META_KEY).

@@ -189,7 +189,8 @@ type Server struct {
 	opts    Options
 	eng     Engine
 	log     *slog.Logger
-	started time.Time // for uptime
+	started time.Time    // for uptime
+	seconds func() int64 // the unix second: clock.Seconds(opts.Clock), read by every command
 	pid     int
 
 	verbosity atomic.Int32
@@ -242,7 +243,8 @@ func NewServer(opts Options, eng Engine) (*Server, error) {
 	if eng == nil {
 		return nil, errors.New("protocol: nil engine")
 	}
-	s := &Server{opts: opts, eng: eng, log: opts.Logger, started: opts.Clock.Now(), pid: os.Getpid()}
+	s := &Server{opts: opts, eng: eng, log: opts.Logger, started: opts.Clock.Now(), pid: os.Getpid(),
+		seconds: clock.Seconds(opts.Clock)}
 	s.verbosity.Store(int32(opts.Verbosity))
 	s.mu.listeners = map[net.Listener]uint64{}
 	s.mu.conns = map[*conn]struct{}{}
@@ -325,7 +327,7 @@ func (s *Server) bumpConnStructs() {
 // newConn registers a connection; nil if the server is shutting down.
 func (s *Server) newConn(nc net.Conn) *conn {
 	c := &conn{srv: s, eng: s.eng, nc: nc, id: s.nextID.Add(1)}
-	c.lastCmd.Store(s.opts.Clock.Now().Unix())
+	c.lastCmd.Store(s.seconds())
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()

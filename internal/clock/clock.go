@@ -2,7 +2,8 @@
 // "now" through an interface, so that expiry, flush delays and idle timeouts
 // are tested with a fake clock instead of sleeps.
 //
-// The real clock is time.Now. The fake clock only moves when Advance or Set
+// The real clock is time.Now, and its UnixSeconds a second kept by a
+// timer, as memcached's current_time is (seconds.go). The fake clock only moves when Advance or Set
 // is called; it is safe for concurrent use.
 package clock
 
