@@ -47,10 +47,13 @@ bench-memory:
 	$(GO) run ./bench/memreport -out docs/benchmarks.md
 
 ## bench-compare: throughput and latency, tcache vs memcached, on named workloads, including
-## overflow (memcached+extstore), durable (sync vs none) and restart time
+## overflow (memcached+extstore), durable (sync vs none), restart time and the hot workloads
+## against memory mode and against the foundation's own build (FOUNDATION_BIN, built from git)
 ## (rewrites its section of docs/benchmarks.md; COMPARE_ARGS="--rounds 5 --duration 20s")
+FOUNDATION_BIN ?= $(or $(TMPDIR),/tmp)/tcache-foundation
 bench-compare:
-	$(GO) run ./cmd/tcache bench compare --out docs/benchmarks.md $(COMPARE_ARGS)
+	./scripts/build-foundation.sh $(FOUNDATION_BIN)
+	$(GO) run ./cmd/tcache bench compare --foundation $(FOUNDATION_BIN) --out docs/benchmarks.md $(COMPARE_ARGS)
 
 ## bench-repl: replication lag, catch-up after a REPL_OUTAGE outage under load (default 60s)
 ## and the throughput cost of a live peer (rewrites its section of docs/benchmarks.md)

@@ -59,6 +59,10 @@ type Workload struct {
 	// Baseline, when not nil, replaces memcached in the "memcached"
 	// column by tcache with these arguments (durable: durability none).
 	Baseline []string
+	// Foundation replaces memcached in the "memcached" column by
+	// CompareOptions.FoundationBinary, tcache as the foundation left it
+	// (memory only, no extra arguments).
+	Foundation bool
 	// PrefillPipeline is the pipeline depth of the prefill (default 64).
 	// The overflow prefill uses 1: at 64 memcached's extstore flusher
 	// cannot keep up and memcached drops what it has not written yet.
@@ -75,6 +79,12 @@ const (
 	overflowKeys = 420_000
 	durableKeys  = 1_000_000
 )
+
+// FoundationRev is the commit the -vs-foundation workloads' baseline is
+// built from: the foundation (server, protocols, RAM tier, bench) as it
+// stood before the disk tier's first commit. Issue 5 asks that the hot
+// workloads lose no more than a few percent against it.
+const FoundationRev = "2a3a647"
 
 // hotKeys is the key range of the hot-tier workloads: 100 000 keys, so the
 // data set fits in RAM on both servers.
@@ -99,6 +109,14 @@ func Workloads() []Workload {
 			"(the foundation), the tcache column the default mode (cache, durability interval): the ratio is disk / memory; " +
 			"before the prefill each server is sent `-m` bytes of 4 KiB overwrites of 1 000 keys of its own, so that both run in their steady state (their RAM log has wrapped, over dead copies only)",
 			Options: o, Prefill: true, Warm: true, Dedicated: true, Baseline: []string{"--mode", "memory"}}
+	}
+	// The same against the foundation's own build (FoundationRev): what an
+	// operator who upgrades from it to the disk tier sees.
+	vsFoundation := func(name, desc string, o Options) Workload {
+		return Workload{Name: name, Description: desc + "; **the memcached column is tcache built from the foundation** " +
+			"(commit " + FoundationRev + ", the last before the disk tier: `make bench-compare` builds it), the tcache column " +
+			"this tree's default mode (cache, durability interval): the ratio is disk / foundation; warmed up as the -vs-memory rows",
+			Options: o, Prefill: true, Warm: true, Dedicated: true, Foundation: true}
 	}
 	overflow := Options{
 		Protocol: ProtocolText, Threads: 1, Clients: 50,
@@ -129,6 +147,10 @@ func Workloads() []Workload {
 		vsMemory("hot-1-10-p16-vs-memory", "as hot-1-10-p16", hot("hot:", 1, 10, 100, 16, 0)),
 		vsMemory("mixed-1k-vs-memory", "as mixed-1k", hot("mixed:", 1, 1, 1024, 1, 0)),
 		vsMemory("multiget-vs-memory", "as multiget", hot("multi:", 1, 10, 100, 1, 10)),
+		vsFoundation("hot-1-10-vs-foundation", "as hot-1-10", hot("hot:", 1, 10, 100, 1, 0)),
+		vsFoundation("hot-1-10-p16-vs-foundation", "as hot-1-10-p16", hot("hot:", 1, 10, 100, 16, 0)),
+		vsFoundation("mixed-1k-vs-foundation", "as mixed-1k", hot("mixed:", 1, 1, 1024, 1, 0)),
+		vsFoundation("multiget-vs-foundation", "as multiget", hot("multi:", 1, 10, 100, 1, 10)),
 		{Name: "overflow", Description: "both at `-m 64`: 420 000 keys of 1–4 KiB random values (~1 GiB, 16× memory) " +
 			"stored once (50 connections, pipeline 1), then 1:10 set:get with gaussian keys, 50 connections; memcached " +
 			"with extstore (`-o ext_path=FILE:4G,ext_item_age=0`), tcache with its disk tier (mode cache, durability " +
@@ -160,6 +182,10 @@ type CompareOptions struct {
 	MemcachedBinary string
 	// TcacheBinary is tcache's path (required: cmd/tcache builds it).
 	TcacheBinary string
+	// FoundationBinary is a tcache built from FoundationRev, the baseline
+	// of the -vs-foundation workloads; without it they are left out of
+	// the default list and refused by name.
+	FoundationBinary string
 	// MemoryMB is -m of both servers. Default 1024.
 	MemoryMB int
 	// ServerThreads is -t of both servers. Default 1.
@@ -198,7 +224,9 @@ func (o *CompareOptions) ensureDefaults() {
 	}
 	if len(o.Workloads) == 0 {
 		for _, w := range Workloads() {
-			o.Workloads = append(o.Workloads, w.Name)
+			if !w.Foundation || o.FoundationBinary != "" {
+				o.Workloads = append(o.Workloads, w.Name)
+			}
 		}
 	}
 	if o.TempDir == "" {
@@ -219,13 +247,17 @@ func (o *CompareOptions) validate() error {
 	case o.MemoryMB < 1, o.ServerThreads < 1, o.Rounds < 1, o.Duration <= 0:
 		return bad("memory, threads, rounds and duration must be positive")
 	}
-	names := map[string]bool{}
+	byName := map[string]Workload{}
 	for _, w := range Workloads() {
-		names[w.Name] = true
+		byName[w.Name] = w
 	}
 	for _, n := range o.Workloads {
-		if !names[n] {
+		w, ok := byName[n]
+		if !ok {
 			return bad("unknown workload %q", n)
+		}
+		if w.Foundation && o.FoundationBinary == "" {
+			return bad("workload %q needs the foundation's binary (--foundation; make bench-compare builds it from %s)", n, FoundationRev)
 		}
 	}
 	return nil
@@ -427,7 +459,10 @@ func runDedicated(ctx context.Context, o CompareOptions, row *ComparisonRow, scr
 	}
 	common := []string{"-U", "0", "-m", strconv.Itoa(memoryMB), "-t", strconv.Itoa(o.ServerThreads), "-c", "4096"}
 	var a *process
-	if w.Baseline != nil {
+	if w.Foundation {
+		args := append(slices.Clone(common), "--data-dir", filepath.Join(dir, "foundation"))
+		a, err = startProcess(ctx, "tcache (foundation)", o.FoundationBinary, args, 60*time.Second)
+	} else if w.Baseline != nil {
 		args := append(append(slices.Clone(common), "--data-dir", filepath.Join(dir, "baseline")), w.Baseline...)
 		a, err = startProcess(ctx, "tcache "+strings.Join(w.Baseline, " "), o.TcacheBinary, args, 60*time.Second)
 	} else {

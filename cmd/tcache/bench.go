@@ -237,12 +237,13 @@ func newBenchCompareCommand() *cobra.Command {
 	}
 	f.String("memcached", "/usr/bin/memcached", "memcached `binary`")
 	f.String("tcache", "", "tcache `binary` (default: go build ./cmd/tcache into a temporary directory)")
+	f.String("foundation", "", "tcache `binary` built from the foundation, commit "+bench.FoundationRev+" (make bench-compare builds it): the baseline of the -vs-foundation workloads, which run only with it")
 	f.IntP("memory", "m", 1024, "-m (MB) of both servers")
 	f.IntP("threads", "t", 1, "-t of both servers")
 	f.Int("bench-threads", 1, "OS threads (GOMAXPROCS) of the load generator")
 	f.Int("rounds", 3, "rounds per workload and server (A B A B …)")
 	f.String("duration", "10s", "length of each measured run (seconds or a duration)")
-	f.String("workloads", strings.Join(names, ","), "comma-separated workloads to run")
+	f.String("workloads", "", "comma-separated workloads to run (default: all of "+strings.Join(names, ",")+"; the -vs-foundation ones only with --foundation)")
 	f.String("out", "", "markdown `file` whose bench compare section is regenerated (e.g. docs/benchmarks.md)")
 	return c
 }
@@ -252,6 +253,7 @@ func runBenchCompare(c *cobra.Command, _ []string) error {
 	var o bench.CompareOptions
 	o.MemcachedBinary, _ = f.GetString("memcached")
 	o.TcacheBinary, _ = f.GetString("tcache")
+	o.FoundationBinary, _ = f.GetString("foundation")
 	o.MemoryMB, _ = f.GetInt("memory")
 	o.ServerThreads, _ = f.GetInt("threads")
 	o.Rounds, _ = f.GetInt("rounds")
@@ -264,9 +266,10 @@ func runBenchCompare(c *cobra.Command, _ []string) error {
 	if o.Duration, err = parseSeconds(ds); err != nil || o.Duration <= 0 {
 		return &exitError{code: exitUsage, err: fmt.Errorf("--duration %q: want seconds or a duration above 0", ds)}
 	}
-	ws, _ := f.GetString("workloads")
-	for w := range strings.SplitSeq(ws, ",") {
-		o.Workloads = append(o.Workloads, strings.TrimSpace(w))
+	if ws, _ := f.GetString("workloads"); ws != "" {
+		for w := range strings.SplitSeq(ws, ",") {
+			o.Workloads = append(o.Workloads, strings.TrimSpace(w))
+		}
 	}
 	out, _ := f.GetString("out")
 	o.RunAsRoot = os.Geteuid() == 0 // memcached refuses root without -u root
@@ -274,6 +277,11 @@ func runBenchCompare(c *cobra.Command, _ []string) error {
 	o.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 	if _, err := os.Stat(o.MemcachedBinary); err != nil {
 		return &exitError{code: exitRuntime, err: fmt.Errorf("bench compare: memcached not found (apt-get install memcached): %w", err)}
+	}
+	if o.FoundationBinary != "" {
+		if _, err := os.Stat(o.FoundationBinary); err != nil {
+			return &exitError{code: exitRuntime, err: fmt.Errorf("bench compare: the foundation's binary (scripts/build-foundation.sh builds it): %w", err)}
+		}
 	}
 	if o.TcacheBinary == "" {
 		dir, err := os.MkdirTemp("", "tcache-bench-")

@@ -46,6 +46,7 @@ func TestBenchBadInput(t *testing.T) {
 		{[]string{"-p", closedPort, "-n", "1"}, exitRuntime, "cannot connect to 127.0.0.1:" + closedPort},
 		{[]string{"compare", "--rounds", "0"}, exitUsage, "rounds"},
 		{[]string{"compare", "--workloads", "nope", "--tcache", "/bin/true", "--memcached", "/bin/true"}, exitUsage, "unknown workload"},
+		{[]string{"compare", "--workloads", "mixed-1k-vs-foundation", "--tcache", "/bin/true", "--memcached", "/bin/true"}, exitUsage, "--foundation"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(context.Background(), append([]string{"bench"}, tc.args...), &stdout, &stderr)
