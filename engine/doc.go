@@ -119,10 +119,12 @@
 //
 // Records live in one anonymous mmap of MemoryLimit bytes (rounded down to
 // whole chunks), outside the Go heap; pages become resident as they are
-// first written. Each shard owns a range of fixed-size chunks (about 128
-// per shard, 4 KiB to 64 KiB) and two append-only logs over them, the
-// S3-FIFO small and main queues. A log is a deque of chunks addressed by a
-// monotonically increasing logical position; a chunk returns to the shard's
+// first written, as transparent huge pages where the kernel allows them
+// (MADV_HUGEPAGE: a get touches a record at a random place). Each shard
+// owns a range of fixed-size chunks (about 128 per shard, 4 KiB to 64 KiB)
+// and two append-only logs over them, the S3-FIFO small and main queues.
+// A log is a deque of chunks addressed by a monotonically increasing
+// logical position; a chunk returns to the shard's
 // free list when the log's head passes it, so the two queues share the
 // shard's memory. A record may straddle chunks. A reference is the record's
 // position (mod 2^p, above) and a bit for the main log; a record is live

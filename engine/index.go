@@ -72,6 +72,11 @@ func (x *index) alloc(n int) error {
 	if err != nil {
 		return fmt.Errorf("engine: mmap index of %d slots: %w", n, err)
 	}
+	if n*8 >= 4<<20 {
+		// A probe lands on a random slot: with 4 KiB pages a large table
+		// misses the TLB on most of them (as the arena's records do).
+		_ = syscall.Madvise(mem, syscall.MADV_HUGEPAGE)
+	}
 	x.mem = mem
 	x.slots = unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(mem))), n)
 	x.mask = uint64(n - 1)
