@@ -124,12 +124,11 @@
 // owns a range of fixed-size chunks (about 128 per shard, 4 KiB to 64 KiB)
 // and two append-only logs over them, the S3-FIFO small and main queues.
 // A log is a deque of chunks addressed by a monotonically increasing
-// logical position; a chunk returns to the shard's
-// free list when the log's head passes it, so the two queues share the
-// shard's memory. A record may straddle chunks. A reference is the record's
-// position (mod 2^p, above) and a bit for the main log; a record is live
-// only while the index refers to it, and then it lies in [head, tail) of
-// its log.
+// logical position; a chunk returns to the shard's free list when the log's
+// head passes it, so the two queues share the shard's memory. A record may
+// straddle chunks. A reference is the record's position (mod 2^p, above)
+// and a bit for the main log; a record is live only while the index refers
+// to it, and then it lies in [head, tail) of its log.
 //
 // Record layout (little endian; the record size counted against the limit
 // and in stat bytes is 28 + key + value):

@@ -3,8 +3,8 @@
 // are tested with a fake clock instead of sleeps.
 //
 // The real clock is time.Now, and its UnixSeconds a second kept by a
-// timer, as memcached's current_time is (seconds.go). The fake clock only moves when Advance or Set
-// is called; it is safe for concurrent use.
+// timer, as memcached's current_time is (seconds.go). The fake clock only
+// moves when Advance or Set is called; it is safe for concurrent use.
 package clock
 
 import (

@@ -8,8 +8,8 @@ import (
 
 // Every request needs the current second (memcached's current_time: item
 // times, expiry, the connection's last command), and time.Now costs about
-// 50 ns on a VM, where the vDSO often falls back to a system call: 6% of a
-// pipelined request for two reads. memcached reads the clock once a second
+// 50 ns on the VMs tcache was measured on: 6% of a pipelined request for
+// two reads (docs/benchmarks.md). memcached reads the clock once a second
 // in a timer; Real does the same (UnixSeconds), waking at each second's
 // boundary, so the value trails the wall clock by the timer's latency
 // only (memcached's by up to a second).
