@@ -449,7 +449,7 @@ func (c *conn) settingsStats(sw statSink) {
 // (memcached prints the file descriptor).
 func (c *conn) connsStats(sw statSink) {
 	s := c.srv
-	now := s.opts.Clock.Now().Unix()
+	now := s.seconds() // the source of lastCmd: secs_since_last_cmd is never off by the timer's lag
 	type lnInfo struct {
 		id   uint64
 		addr string
