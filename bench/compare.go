@@ -664,38 +664,52 @@ func medianOf(runs []RunResult, f metric) float64 {
 }
 
 // ratioOf is the median over rounds of f(tcache)/f(memcached).
-func (r *ComparisonRow) ratioOf(f metric) float64 {
+func (r *ComparisonRow) ratioOf(f metric) float64 { return median(r.ratios(f)) }
+
+// ratioRange is the smallest and the largest per-round ratio of f: how
+// far a single round can be from the median on a shared host.
+func (r *ComparisonRow) ratioRange(f metric) (lo, hi float64) {
+	xs := r.ratios(f)
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	return slices.Min(xs), slices.Max(xs)
+}
+
+// ratios are the per-round ratios f(tcache)/f(memcached), in round order.
+func (r *ComparisonRow) ratios(f metric) []float64 {
 	var xs []float64
 	for i := range min(len(r.Memcached), len(r.Tcache)) {
 		if a := f(&r.Memcached[i]); a > 0 {
 			xs = append(xs, f(&r.Tcache[i])/a)
 		}
 	}
-	return median(xs)
+	return xs
 }
 
 // MarkdownTable renders the comparison: per workload the median of rounds of
-// ops/s and latency percentiles (ms) for both servers, and the median of the
-// per-round tcache/memcached ratios.
+// ops/s and latency percentiles (ms) for both servers, the median of the
+// per-round tcache/memcached ratios, and the range of the ops/s ratios.
 func (c *Comparison) MarkdownTable() string {
 	var b strings.Builder
-	b.WriteString("| workload | memcached ops/s | tcache ops/s | **ops/s ratio** | memcached p50 | tcache p50 | p50 ratio | memcached p99 | tcache p99 | **p99 ratio** | memcached p99.9 | tcache p99.9 | p99.9 ratio | memcached CPU µs/req | tcache CPU µs/req | CPU/req ratio |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| workload | memcached ops/s | tcache ops/s | **ops/s ratio** | ops/s ratio, rounds | memcached p50 | tcache p50 | p50 ratio | memcached p99 | tcache p99 | **p99 ratio** | memcached p99.9 | tcache p99.9 | p99.9 ratio | memcached CPU µs/req | tcache CPU µs/req | CPU/req ratio |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	f0 := func(x float64) string { return strconv.FormatFloat(x, 'f', 0, 64) }
 	f3 := func(x float64) string { return strconv.FormatFloat(x, 'f', 3, 64) }
 	f2 := func(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) }
 	for i := range c.Rows {
 		r := &c.Rows[i]
 		if r.Err != "" {
-			fmt.Fprintf(&b, "| %s | %s |  |  |  |  |  |  |  |  |  |  |  |  |  |  |\n", r.Workload.Name, r.Err)
+			fmt.Fprintf(&b, "| %s | %s |  |  |  |  |  |  |  |  |  |  |  |  |  |  |  |\n", r.Workload.Name, r.Err)
 			continue
 		}
 		if len(r.Workload.RestartSizes) > 0 {
 			continue // its own table (RestartTable)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | **%s** | %s | %s | %s | %s | %s | **%s** | %s | %s | %s | %s | %s | %s |\n",
+		lo, hi := r.ratioRange(opsPerSec)
+		fmt.Fprintf(&b, "| %s | %s | %s | **%s** | %s–%s | %s | %s | %s | %s | %s | **%s** | %s | %s | %s | %s | %s | %s |\n",
 			r.Workload.Name,
-			f0(medianOf(r.Memcached, opsPerSec)), f0(medianOf(r.Tcache, opsPerSec)), f2(r.ratioOf(opsPerSec)),
+			f0(medianOf(r.Memcached, opsPerSec)), f0(medianOf(r.Tcache, opsPerSec)), f2(r.ratioOf(opsPerSec)), f2(lo), f2(hi),
 			f3(medianOf(r.Memcached, p50)), f3(medianOf(r.Tcache, p50)), f2(r.ratioOf(p50)),
 			f3(medianOf(r.Memcached, p99)), f3(medianOf(r.Tcache, p99)), f2(r.ratioOf(p99)),
 			f3(medianOf(r.Memcached, p999)), f3(medianOf(r.Tcache, p999)), f2(r.ratioOf(p999)),
@@ -791,7 +805,8 @@ func (c *Comparison) Section(command string) string {
 		"and tcache %s (built from this tree). Each workload runs against memcached, then tcache, and again, "+
 		"for %d rounds of %v each (A B A B …). Before the first round every key of the workload is stored "+
 		"once in each server, so gets hit. Figures are the median of the rounds; **ratios are tcache / memcached**, "+
-		"the median of the per-round ratios (ops/s: higher is better for tcache; latency: lower is better).\n\n",
+		"the median of the per-round ratios (ops/s: higher is better for tcache; latency: lower is better), and "+
+		"\"ops/s ratio, rounds\" is the lowest and the highest of the per-round ops/s ratios.\n\n",
 		o.MemoryMB, o.ServerThreads, c.MemcachedVersion, c.TcacheVersion, o.Rounds, o.Duration)
 	b.WriteString("The load generator is `tcache bench` itself, in the same process for every run, with one OS thread " +
 		"(GOMAXPROCS 1, like memtier's `-t 1`) driving 50 connections, text protocol, keys drawn uniformly from 100 000 " +
