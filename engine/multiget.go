@@ -72,7 +72,7 @@ func (e *Engine) GetMulti(m *MultiGet, keys [][]byte, a *GetArgs, fn func(i int,
 		st := e.tier.stripeFor(h)
 		st.mu.Lock()
 		var v []byte
-		v, r.info, r.found = e.tier.getLocked(st, s, h, m.buf, k, a, now)
+		v, r.info, r.found = e.tier.getLocked(s, h, m.buf, k, a, now)
 		st.mu.Unlock()
 		m.buf = v
 		r.n = len(m.buf) - r.off

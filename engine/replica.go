@@ -82,7 +82,7 @@ func (e *Engine) ApplyRecord(key, raw []byte, off lsm.Applied) (bool, error) {
 	if !win && off.Seq == 0 {
 		return false, nil
 	}
-	m := &st.mu.mut
+	m := t.mutation()
 	m.applied = off
 	var cas uint64
 	if win {
@@ -130,7 +130,8 @@ func (e *Engine) ApplyFlush(raw []byte, off lsm.Applied) (bool, error) {
 	}
 	absNow := e.clock.Now().Unix()
 	effective := fm.OldestLive > 0 && fm.OldestLive <= absNow
-	m := &mutation{applied: off}
+	m := t.mutation()
+	m.applied = off
 	var cas uint64
 	if win {
 		m.flush, m.remote, m.marker = true, true, fm
@@ -166,6 +167,7 @@ func (t *tier) commitErr(m *mutation, cas uint64) error {
 	err := t.disk.Commit(m)
 	reserved := m.reserveCAS
 	m.clear()
+	t.muts.Put(m)
 	if err != nil {
 		t.failed(err)
 		return err

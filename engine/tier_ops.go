@@ -64,7 +64,7 @@ func (t *tier) end(x *txn) {
 // apply commits hd with value as the record of key, replacing the current
 // one, then installs it in RAM and counts done.
 func (t *tier) apply(x *txn, s *shard, h uint64, key []byte, hd *header, value []byte, done tally, now int64) Status {
-	where, status := t.put(x.st, key, hd, value, x.c.where)
+	where, status := t.put(key, hd, value, x.c.where)
 	if status == OK {
 		t.install(s, h, key, hd, value, where, x.c.inMain, now)
 		s.count(done)
@@ -82,7 +82,7 @@ func (t *tier) store(s *shard, h uint64, key, value []byte, a *StoreArgs, now in
 	s.count(cnt)
 	if fit != OK {
 		if drop && t.read(&x, s, h, key, now, 0) == OK && x.c.found {
-			if t.del(x.st, key, x.c.where) == OK {
+			if t.del(key, x.c.where) == OK {
 				t.drop(s, h, key)
 			}
 		}
@@ -185,7 +185,7 @@ func (t *tier) delete(s *shard, h uint64, key []byte, a *DeleteArgs, now int64) 
 		p.hd.cas = e.nextCAS()
 		return t.apply(&x, s, h, key, &p.hd, x.c.value, p.done, now)
 	case actUnlink:
-		if status := t.del(x.st, key, x.c.where); status != OK {
+		if status := t.del(key, x.c.where); status != OK {
 			return status
 		}
 		t.drop(s, h, key)
