@@ -27,6 +27,7 @@ type process struct {
 // stop sends SIGTERM, then SIGKILL after 10 s, and waits for the exit. It
 // may be called more than once.
 func (p *process) stop() {
+	p.resume() // a stopped process would not see the SIGTERM
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
@@ -35,6 +36,16 @@ func (p *process) stop() {
 		<-p.done
 	}
 }
+
+// pause stops the process (SIGSTOP) while the other server of its pair
+// is measured, and resume continues it. Both servers of a pair stay up for
+// every round (their warm-up and data stay), and an idle server is not
+// always quiet: the foundation's build walks its RAM tier with its crawler
+// (about 6% of a core, idle), and a disk tier may still seal what its last
+// round wrote. On two cores shared with the load generator that would run
+// during the other server's round and count against it.
+func (p *process) pause()  { _ = signalStop(p.cmd.Process) }
+func (p *process) resume() { _ = signalCont(p.cmd.Process) }
 
 // alive reports whether the process is still running.
 func (p *process) alive() bool {
