@@ -150,6 +150,13 @@ type conn struct {
 // replies already written (the reader is drained, or holds only part of a
 // request: either way the client may be waiting for them), arms the idle
 // timeout, refuses to block once the server shuts down, and counts bytes.
+//
+// At pipeline 1 every request costs two read(2)s: the one that returns it
+// and, after the reply, one that finds the socket empty (EAGAIN) before the
+// goroutine parks. That second read cannot be skipped through net's
+// RawConn: the poller clears the socket's readiness at the start of every
+// read, so data that arrived since the previous read would not wake the
+// wait (docs/benchmarks.md, "fifth session").
 func (c *conn) Read(p []byte) (int, error) {
 	if c.w != nil && c.w.Buffered() > 0 {
 		if err := c.w.Flush(); err != nil {
