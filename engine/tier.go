@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/tcache/tcache/lsm"
 )
@@ -48,7 +49,7 @@ const casBlock = 1 << 16
 // not; mutations come from tier.muts instead.
 type stripe struct {
 	mu sync.Mutex
-	_  [64 - 8]byte // the rest of the line
+	_  [64 - unsafe.Sizeof(sync.Mutex{})]byte // the rest of the line
 }
 
 // tier is the engine's disk-tier state.

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/tcache/tcache/internal/clock"
 	"github.com/tcache/tcache/lsm"
@@ -315,5 +316,13 @@ func TestTierGetHitAllocs(t *testing.T) {
 	a := &GetArgs{}
 	if n := testing.AllocsPerRun(100, func() { dst, _, _ = e.Get(dst[:0], k, a) }); n != 0 {
 		t.Fatalf("RAM hit with a disk tier allocates %.1f", n)
+	}
+}
+
+// A stripe is one cache line: the lock of one stripe never shares a line
+// with its neighbour's, and the 1024 of them stay small enough to cache.
+func TestStripeIsOneCacheLine(t *testing.T) {
+	if n := unsafe.Sizeof(stripe{}); n != 64 {
+		t.Fatalf("a stripe is %d bytes, want 64", n)
 	}
 }
