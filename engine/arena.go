@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"syscall"
+
+	"github.com/tcache/tcache/internal/offheap"
 )
 
 // arena is the off-heap memory of an engine: one anonymous private mapping
@@ -18,19 +20,9 @@ func newArena(size int64) (*arena, error) {
 	if size <= 0 {
 		return &arena{}, nil
 	}
-	mem, err := syscall.Mmap(-1, 0, int(size), syscall.PROT_READ|syscall.PROT_WRITE,
-		syscall.MAP_ANON|syscall.MAP_PRIVATE|syscall.MAP_NORESERVE)
+	mem, err := offheap.Map(int(size)) // huge pages: a get touches a record at a random place
 	if err != nil {
 		return nil, fmt.Errorf("engine: mmap %d bytes: %w", size, err)
-	}
-	if size >= 4<<20 {
-		// Transparent huge pages where the kernel allows them (THP
-		// "madvise", Debian's default): a get touches one record at a
-		// random place in the arena, and with 4 KiB pages 100 000 items of
-		// 100 bytes span more pages than the TLB holds, so most first
-		// touches also walked the page tables (twice over on a VM). As
-		// memcached's -L does for its slabs.
-		_ = syscall.Madvise(mem, syscall.MADV_HUGEPAGE)
 	}
 	return &arena{mem: mem}, nil
 }

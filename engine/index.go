@@ -5,6 +5,8 @@ import (
 	"math/bits"
 	"syscall"
 	"unsafe"
+
+	"github.com/tcache/tcache/internal/offheap"
 )
 
 // index is a shard's hash index: an open-addressing table of 8-byte slots
@@ -67,15 +69,9 @@ func newIndex(refBits uint) (index, error) {
 
 // alloc maps a zeroed table of n slots (a power of two) into x.
 func (x *index) alloc(n int) error {
-	mem, err := syscall.Mmap(-1, 0, n*8, syscall.PROT_READ|syscall.PROT_WRITE,
-		syscall.MAP_ANON|syscall.MAP_PRIVATE|syscall.MAP_NORESERVE)
+	mem, err := offheap.Map(n * 8)
 	if err != nil {
 		return fmt.Errorf("engine: mmap index of %d slots: %w", n, err)
-	}
-	if n*8 >= 4<<20 {
-		// A probe lands on a random slot: with 4 KiB pages a large table
-		// misses the TLB on most of them (as the arena's records do).
-		_ = syscall.Madvise(mem, syscall.MADV_HUGEPAGE)
 	}
 	x.mem = mem
 	x.slots = unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(mem))), n)

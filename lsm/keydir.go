@@ -9,6 +9,7 @@ import (
 
 	"github.com/dchest/siphash"
 
+	"github.com/tcache/tcache/internal/offheap"
 	"github.com/tcache/tcache/internal/prefetch"
 )
 
@@ -416,14 +417,9 @@ func (k *keydir) sweepDue(i int, now, tombCut int64) bool {
 
 // alloc maps a zeroed table of n slots (a power of two) into s.
 func (s *kdShard) alloc(n int) error {
-	mem, err := syscall.Mmap(-1, 0, n*kdSlotSize, syscall.PROT_READ|syscall.PROT_WRITE,
-		syscall.MAP_ANON|syscall.MAP_PRIVATE|syscall.MAP_NORESERVE)
+	mem, err := offheap.Map(n * kdSlotSize)
 	if err != nil {
 		return fmt.Errorf("lsm: keydir: mmap %d slots: %w", n, err)
-	}
-	if n*kdSlotSize >= 4<<20 {
-		// A random slot per access misses the TLB with 4 KiB pages (hints.go).
-		_ = syscall.Madvise(mem, syscall.MADV_HUGEPAGE)
 	}
 	s.mem = mem
 	s.gen++
