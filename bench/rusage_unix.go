@@ -3,7 +3,6 @@
 package bench
 
 import (
-	"os"
 	"syscall"
 	"time"
 )
@@ -17,9 +16,3 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
-
-// signalStop stops p (SIGSTOP) until signalCont.
-func signalStop(p *os.Process) error { return p.Signal(syscall.SIGSTOP) }
-
-// signalCont continues p after signalStop (SIGCONT; harmless when running).
-func signalCont(p *os.Process) error { return p.Signal(syscall.SIGCONT) }
